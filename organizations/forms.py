@@ -1,0 +1,52 @@
+from django import forms
+
+from .models import Organization, Project, Role, slug_validator
+
+
+class OrganizationForm(forms.Form):
+    name = forms.CharField(label="Organization Name", max_length=100)
+    slug = forms.CharField(
+        label="Slug",
+        max_length=50,
+        validators=[slug_validator],
+        help_text="Lowercase letters, numbers, and hyphens — for example acme-corp.",
+    )
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if Organization.objects.filter(slug=slug).exists():
+            raise forms.ValidationError("This slug is already taken. Choose another.")
+        return slug
+
+
+class ProjectForm(forms.Form):
+    name = forms.CharField(label="Project Name", max_length=100)
+    slug = forms.CharField(
+        label="Slug",
+        max_length=50,
+        validators=[slug_validator],
+        help_text="Lowercase letters, numbers, and hyphens — for example my-app.",
+    )
+
+    def __init__(self, *args, organization: Organization, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.organization = organization
+
+    def clean_slug(self) -> str:
+        slug = self.cleaned_data["slug"]
+        if Project.objects.filter(organization=self.organization, slug=slug).exists():
+            raise forms.ValidationError("This organization already has a project with this slug.")
+        return slug
+
+
+class ProjectSettingsForm(forms.Form):
+    name = forms.CharField(label="Project Name", max_length=100)
+
+
+class ApiKeyForm(forms.Form):
+    name = forms.CharField(label="Key Name", max_length=100, help_text="For example Backend Server.")
+
+
+class InvitationForm(forms.Form):
+    email = forms.EmailField(label="Email", max_length=254)
+    role = forms.ChoiceField(label="Role", choices=Role.choices, initial=Role.MEMBER)

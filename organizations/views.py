@@ -1,0 +1,197 @@
+from django.conf import settings
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
+
+from accounts.auth import recovery_codes_pop, verified_login_required
+
+from . import api_keys, selectors, services
+from .forms import ApiKeyForm, InvitationForm, OrganizationForm, ProjectForm, ProjectSettingsForm
+from .models import Membership, Role
+from .scoping import organization_view, project_view
+
+API_KEY_ONCE_SESSION_KEY = "api_key_once"
+
+
+def _apply_errors(form, exc: ValidationError) -> None:
+    for field, errors in exc.message_dict.items():
+        for error in errors:
+            form.add_error(field if field in form.fields else None, error)
+
+
+@verified_login_required
+def selector(request: HttpRequest) -> HttpResponse:
+    context = {
+        "organizations": selectors.organizations_for_user(user=request.user),
+        "recovery_codes": recovery_codes_pop(request),
+    }
+    return render(request, "organizations/selector.html", context)
+
+
+@verified_login_required
+def organization_new(request: HttpRequest) -> HttpResponse:
+    form = OrganizationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            organization = services.organization_create(user=request.user, **form.cleaned_data)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            messages.success(request, f"Organization {organization.name} created. Now create its first project.")
+            return redirect("organizations:selector")
+    return render(request, "organizations/organization_new.html", {"form": form})
+
+
+@organization_view(min_role=Role.ADMIN)
+def project_new(request: HttpRequest) -> HttpResponse:
+    form = ProjectForm(request.POST or None, organization=request.organization)
+    if request.method == "POST" and form.is_valid():
+        try:
+            project = services.project_create(organization=request.organization, **form.cleaned_data)
+        except ValidationError as exc:
+            _apply_errors(form, exc)
+        else:
+            return redirect(project.get_absolute_url())
+    return render(request, "organizations/project_new.html", {"form": form, "organization": request.organization})
+
+
+@project_view()
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {
+        "has_keys": request.project.api_keys.filter(revoked_at__isnull=True).exists(),
+        "api_url": settings.API_URL,
+    }
+    return render(request, "organizations/dashboard.html", context)
+
+
+@project_view()
+def api_key_list(request: HttpRequest) -> HttpResponse:
+    return render(
+        request, "organizations/api_keys.html", {"api_keys": selectors.api_keys_list(project=request.project)}
+    )
+
+
+@project_view(min_role=Role.ADMIN)
+def api_key_new(request: HttpRequest) -> HttpResponse:
+    form = ApiKeyForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        key, raw = api_keys.api_key_create(
+            project=request.project, name=form.cleaned_data["name"], created_by=request.user
+        )
+        request.session[API_KEY_ONCE_SESSION_KEY] = {"id": key.pk, "raw": raw}
+        return redirect("organizations:api_key_created", request.organization.slug, request.project.slug, key.pk)
+    return render(request, "organizations/api_key_new.html", {"form": form})
+
+
+@project_view(min_role=Role.ADMIN)
+def api_key_created(request: HttpRequest, pk: int) -> HttpResponse:
+    key = selectors.api_key_get(project=request.project, pk=pk)
+    if key is None:
+        raise Http404
+    once = request.session.pop(API_KEY_ONCE_SESSION_KEY, None)
+    if not once or once["id"] != key.pk:
+        messages.info(
+            request, "An API key is shown only once, right after it is created. Create a new key if you lost it."
+        )
+        return redirect("organizations:api_keys", request.organization.slug, request.project.slug)
+    return render(request, "organizations/api_key_created.html", {"api_key": key, "raw_key": once["raw"]})
+
+
+@require_POST
+@project_view(min_role=Role.ADMIN)
+def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    key = selectors.api_key_get(project=request.project, pk=pk)
+    if key is None:
+        raise Http404
+    api_keys.api_key_revoke(api_key=key)
+    messages.success(request, f"API key {key.name} ({key.prefix}…) was revoked. Requests using it are refused.")
+    return redirect("organizations:api_keys", request.organization.slug, request.project.slug)
+
+
+@project_view()
+def project_settings(request: HttpRequest) -> HttpResponse:
+    can_edit = request.membership.has_role(Role.ADMIN)
+    form = ProjectSettingsForm(request.POST or None, initial={"name": request.project.name})
+    if request.method == "POST":
+        if not can_edit:
+            raise PermissionDenied
+        if form.is_valid():
+            services.project_update(project=request.project, name=form.cleaned_data["name"])
+            messages.success(request, "Project settings saved.")
+            return redirect("organizations:project_settings", request.organization.slug, request.project.slug)
+    context = {"form": form, "can_edit": can_edit, "api_url": settings.API_URL}
+    return render(request, "organizations/project_settings.html", context)
+
+
+@organization_view()
+def members(request: HttpRequest) -> HttpResponse:
+    can_invite = request.membership.has_role(Role.ADMIN)
+    form = InvitationForm(request.POST or None)
+    if request.method == "POST":
+        if not can_invite:
+            raise PermissionDenied
+        if form.is_valid():
+            try:
+                invitation = services.invitation_create(
+                    organization=request.organization, invited_by=request.user, **form.cleaned_data
+                )
+            except ValidationError as exc:
+                _apply_errors(form, exc)
+            else:
+                messages.success(request, f"Invitation sent to {invitation.email}.")
+                return redirect("organizations:members", request.organization.slug)
+    context = {
+        "form": form,
+        "can_invite": can_invite,
+        "memberships": selectors.memberships_list(organization=request.organization),
+        "invitations": selectors.invitations_pending(organization=request.organization) if can_invite else [],
+    }
+    return render(request, "organizations/members.html", context)
+
+
+@require_POST
+@organization_view(min_role=Role.ADMIN)
+def membership_remove(request: HttpRequest, pk: int) -> HttpResponse:
+    membership = Membership.objects.filter(organization=request.organization, pk=pk).select_related("user").first()
+    if membership is None:
+        raise Http404
+    try:
+        services.membership_remove(membership=membership, by=request.membership)
+    except PermissionDenied as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(request, f"{membership.user.email} was removed from {request.organization.name}.")
+    return redirect("organizations:members", request.organization.slug)
+
+
+@require_POST
+@organization_view(min_role=Role.ADMIN)
+def invitation_revoke(request: HttpRequest, pk: int) -> HttpResponse:
+    invitation = selectors.invitations_pending(organization=request.organization).filter(pk=pk).first()
+    if invitation is None:
+        raise Http404
+    services.invitation_revoke(invitation=invitation)
+    messages.success(request, f"The invitation to {invitation.email} was withdrawn.")
+    return redirect("organizations:members", request.organization.slug)
+
+
+def invitation(request: HttpRequest, token: str) -> HttpResponse:
+    """The link in an invitation email. Anyone may open it; accepting needs the invited account."""
+    found = services.invitation_find(token=token)
+    if found is None:
+        return render(request, "organizations/invitation_invalid.html", status=410)
+    here = reverse("organizations:invitation", args=[token])
+    signed_in = request.user.is_authenticated and request.user.is_verified()
+    if request.method == "POST" and signed_in:
+        try:
+            membership = services.invitation_accept(invitation=found, user=request.user)
+        except PermissionDenied as exc:
+            messages.error(request, str(exc))
+        else:
+            messages.success(request, f"You joined {membership.organization.name}.")
+            return redirect("organizations:selector")
+    context = {"invitation": found, "signed_in": signed_in, "here": here}
+    return render(request, "organizations/invitation.html", context)

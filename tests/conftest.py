@@ -1,0 +1,53 @@
+import pytest
+from django.test import Client
+from django_otp import DEVICE_ID_SESSION_KEY
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from organizations.models import Role
+
+from .factories import MembershipFactory, ProjectFactory, UserFactory
+
+
+def signed_in_client(user) -> Client:
+    """A client whose session passed login and the authenticator, as after the real flow."""
+    client = Client()
+    client.force_login(user)
+    session = client.session
+    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user, confirmed=True).persistent_id
+    session.save()
+    return client
+
+
+class Personas:
+    """A project with an owner, an admin and a member, and an outsider who owns another project."""
+
+    def __init__(self):
+        self.project = ProjectFactory()
+        self.organization = self.project.organization
+        self.owner = MembershipFactory(organization=self.organization, role=Role.OWNER).user
+        self.admin = MembershipFactory(organization=self.organization, role=Role.ADMIN).user
+        self.member = MembershipFactory(organization=self.organization, role=Role.MEMBER).user
+        self.other_project = ProjectFactory()
+        self.outsider = MembershipFactory(organization=self.other_project.organization, role=Role.OWNER).user
+
+    def client(self, who: str) -> Client:
+        return signed_in_client(getattr(self, who))
+
+
+@pytest.fixture(autouse=True)
+def _static_without_manifest(settings):
+    """Tests never run collectstatic: serve static names unhashed instead of from the manifest."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    }
+
+
+@pytest.fixture
+def personas(db) -> Personas:
+    return Personas()
+
+
+@pytest.fixture
+def user(db):
+    return UserFactory()

@@ -1,0 +1,158 @@
+import threading
+
+import pytest
+from django.db import connection
+from django.test import Client
+from django_otp.plugins.otp_static.models import StaticToken
+from django_otp.plugins.otp_totp.models import TOTPDevice
+
+from .conftest import signed_in_client
+from .factories import UserFactory, totp_code
+
+pytestmark = pytest.mark.django_db
+
+
+def _start_login(client: Client, email: str):
+    return client.post("/login", {"email": email})
+
+
+def test_login_with_email_then_code_lands_on_project_selector(user):
+    client = Client()
+    assert _start_login(client, user.email.upper())["Location"] == "/login/code"
+    anonymous_session = client.cookies["sessionid"].value
+    response = client.post("/login/code", {"code": totp_code(user)})
+    assert response.status_code == 302 and response["Location"] == "/"
+    assert client.cookies["sessionid"].value != anonymous_session  # rotated at login
+    assert client.get("/").status_code == 200
+
+
+def test_session_cookie_is_httponly_and_samesite(user):
+    client = Client()
+    _start_login(client, user.email)
+    client.post("/login/code", {"code": totp_code(user)})
+    cookie = client.cookies["sessionid"]
+    assert cookie["httponly"] is True
+    assert cookie["samesite"] == "Lax"
+
+
+def test_unknown_email_is_explained():
+    response = _start_login(Client(), "nobody@example.com")
+    assert "No account uses this email" in response.content.decode()
+
+
+def test_account_that_never_finished_setup_cannot_log_in():
+    pending = UserFactory(is_active=False)
+    response = _start_login(Client(), pending.email)
+    assert "has not finished setup" in response.content.decode()
+
+
+def test_wrong_code_is_refused_and_then_throttled(user):
+    client = Client()
+    _start_login(client, user.email)
+    wrong = f"{(int(totp_code(user)) + 1) % 1_000_000:06d}"
+    response = client.post("/login/code", {"code": wrong})
+    assert "That code is not valid" in response.content.decode()
+    response = client.post("/login/code", {"code": totp_code(user)})
+    assert "Too many wrong codes" in response.content.decode()
+    assert "_auth_user_id" not in client.session
+
+
+def test_code_already_accepted_cannot_be_reused(user):
+    code = totp_code(user)
+    first = Client()
+    _start_login(first, user.email)
+    assert first.post("/login/code", {"code": code})["Location"] == "/"
+    second = Client()
+    _start_login(second, user.email)
+    response = second.post("/login/code", {"code": code})
+    assert response.status_code == 200
+    assert "already used" in response.content.decode()
+
+
+def test_code_from_adjacent_time_step_is_accepted(user):
+    client = Client()
+    _start_login(client, user.email)
+    assert client.post("/login/code", {"code": totp_code(user, offset_steps=-1)})["Location"] == "/"
+
+
+def test_code_two_steps_away_is_refused(user):
+    client = Client()
+    _start_login(client, user.email)
+    assert client.post("/login/code", {"code": totp_code(user, offset_steps=-3)}).status_code == 200
+
+
+def test_recovery_code_logs_in_once(user):
+    token = StaticToken.objects.filter(device__user=user).first().token
+    client = Client()
+    _start_login(client, user.email)
+    response = client.post("/login/code", {"code": token})
+    assert response["Location"] == "/"
+    assert "9 recovery codes remain" in client.get("/").content.decode()
+
+    again = Client()
+    _start_login(again, user.email)
+    assert "That code is not valid" in again.post("/login/code", {"code": token}).content.decode()
+    assert StaticToken.objects.filter(device__user=user).count() == 9
+
+
+def test_login_code_page_without_email_step_redirects():
+    assert Client().get("/login/code")["Location"] == "/login"
+
+
+def test_logout_requires_post_and_ends_the_session(user):
+    client = signed_in_client(user)
+    assert client.get("/logout").status_code == 405
+    assert client.post("/logout")["Location"] == "/login"
+    assert client.get("/")["Location"].startswith("/login")
+
+
+def test_login_returns_to_the_page_asked_for(user):
+    client = Client()
+    assert client.get("/account")["Location"] == "/login?next=/account"
+    client.get("/login?next=/account")
+    _start_login(client, user.email)
+    assert client.post("/login/code", {"code": totp_code(user)})["Location"] == "/account"
+
+
+def test_login_ignores_an_offsite_next(user):
+    client = Client()
+    client.get("/login?next=https://evil.example/")
+    _start_login(client, user.email)
+    assert client.post("/login/code", {"code": totp_code(user)})["Location"] == "/"
+
+
+def test_regenerating_recovery_codes_replaces_them(user):
+    old = set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
+    client = signed_in_client(user)
+    client.post("/account", {"action": "regenerate"})
+    html = client.get("/account").content.decode()
+    new = set(StaticToken.objects.filter(device__user=user).values_list("token", flat=True))
+    assert len(new) == 10 and not (old & new)
+    assert all(code in html for code in new)
+    assert not any(code in client.get("/account").content.decode() for code in new)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_simultaneous_logins_with_the_same_code_exactly_one_succeeds():
+    user = UserFactory()
+    code = totp_code(user)
+    clients = [Client(), Client()]
+    for client in clients:
+        _start_login(client, user.email)
+    barrier = threading.Barrier(2)
+    results = []
+
+    def submit(client):
+        barrier.wait()
+        try:
+            results.append(client.post("/login/code", {"code": code}).status_code)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=submit, args=(c,)) for c in clients]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert sorted(results) == [200, 302]
+    assert TOTPDevice.objects.get(user=user).last_t >= 0

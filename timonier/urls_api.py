@@ -1,0 +1,13 @@
+"""URL root of the CDP API (:3030). It serves no UI."""
+
+from django.http import JsonResponse
+from django.urls import path
+
+
+def health(request):
+    return JsonResponse({"status": "ok"})
+
+
+urlpatterns = [
+    path("health", health, name="health"),
+]

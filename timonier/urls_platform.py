@@ -1,0 +1,8 @@
+"""URL root of the platform UI (:3010). It serves no API."""
+
+from django.urls import include, path
+
+urlpatterns = [
+    path("", include("accounts.urls")),
+    path("", include("organizations.urls")),
+]
