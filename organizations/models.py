@@ -55,6 +55,8 @@ class Project(models.Model):
     name = models.CharField("Project Name", max_length=100)
     slug = models.CharField("Slug", max_length=50, validators=[slug_validator])
     created_at = models.DateTimeField(default=clock.now)
+    # Requests per second each API key of the project may send; null: settings.API_RATE_LIMIT.
+    ingest_rate_limit = models.PositiveIntegerField("API rate limit", null=True, blank=True)
 
     class Meta:
         ordering = ["name"]

@@ -40,13 +40,14 @@ def _broker_transport_options() -> dict:
     options: dict = {"visibility_timeout": visibility_timeout}
     if settings.CELERY_BROKER_URL.startswith("filesystem://"):
         folder = str(settings.CELERY_BROKER_DIR)
-        for sub in ("queue", "processed"):
+        for sub in ("queue", "processed", "control"):
             os.makedirs(os.path.join(folder, sub), exist_ok=True)
         # One folder in and out; a 10 ms poll because the transport reads one message per poll.
         options.update(
             data_folder_in=os.path.join(folder, "queue"),
             data_folder_out=os.path.join(folder, "queue"),
             processed_folder=os.path.join(folder, "processed"),
+            control_folder=os.path.join(folder, "control"),
             store_processed=False,
             polling_interval=0.01,
         )
@@ -76,6 +77,10 @@ def configure(celery_app: Celery) -> None:
 
 # The one periodic schedule: every beat task of every app, with its interval.
 BEAT_SCHEDULE = {
+    "cdp-sweep-commands": {
+        "task": "cdp.tasks.sweep_commands_task",
+        "schedule": timedelta(seconds=1),
+    },
     "accounts-purge-expired-verifications": {
         "task": "accounts.tasks.purge_expired_verifications_task",
         "schedule": timedelta(hours=1),

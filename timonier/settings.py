@@ -69,6 +69,10 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
+if SERVICE == "api":
+    # The API authenticates by key on every request: no sessions, CSRF or messages to pay for.
+    MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "cdp.api.http.CorsMiddleware"]
+
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
@@ -168,6 +172,11 @@ CACHES = {
         else {"BACKEND": "django.core.cache.backends.filebased.FileBasedCache", "LOCATION": str(VAR_DIR / "cache")}
     )
 }
+
+# CDP API: default requests per second per API key (a project can set its own), and how many
+# seconds of that rate a burst may use at once.
+API_RATE_LIMIT = env.int("API_RATE_LIMIT", default=3000)
+API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
 
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],

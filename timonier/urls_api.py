@@ -1,7 +1,7 @@
 """URL root of the CDP API (:3030). It serves no UI."""
 
 from django.http import JsonResponse
-from django.urls import path
+from django.urls import include, path
 
 
 def health(request):
@@ -10,4 +10,5 @@ def health(request):
 
 urlpatterns = [
     path("health", health, name="health"),
+    path("", include("cdp.api.urls")),
 ]

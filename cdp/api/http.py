@@ -1,0 +1,119 @@
+"""HTTP plumbing of the CDP API: the error shape, body reading, key extraction, CORS.
+
+Every error the API returns has one shape, documented in `cdp/openapi.yaml`:
+
+    {"error": "bad_request", "code": "bad_request", "message": "customer_id: exceeds maximum …"}
+
+`code` repeats `error` because the Segment-family SDKs read `code`.
+"""
+
+import base64
+import zlib
+
+import orjson
+from django.http import HttpRequest, HttpResponse
+
+ERROR_NAMES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Requested-With",
+    "Access-Control-Expose-Headers": "Retry-After",
+    "Access-Control-Max-Age": "86400",
+}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str, *, retry_after: int | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
+
+
+def json_response(data, status: int = 200, headers: dict | None = None) -> HttpResponse:
+    return HttpResponse(orjson.dumps(data), status=status, content_type="application/json", headers=headers)
+
+
+def error_response(status: int, message: str, *, retry_after: int | None = None) -> HttpResponse:
+    name = ERROR_NAMES.get(status, "error")
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else None
+    return json_response({"error": name, "code": name, "message": message}, status=status, headers=headers)
+
+
+def read_json_body(request: HttpRequest, *, limit: int):
+    """The request's JSON body, bounded in size before and after gzip; raises ApiError."""
+    content_type = request.content_type or ""
+    if content_type not in ACCEPTED_CONTENT_TYPES:
+        raise ApiError(415, "Content-Type must be application/json (or text/plain carrying JSON)")
+    length = request.META.get("CONTENT_LENGTH") or "0"
+    if length.isdigit() and int(length) > limit:
+        raise ApiError(413, f"body exceeds {limit // 1024} KB")
+    body = request.read(limit + 1)
+    if len(body) > limit:
+        raise ApiError(413, f"body exceeds {limit // 1024} KB")
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding == "gzip":
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            # Inflate at most limit+1 bytes: a gzip bomb is refused without being inflated whole.
+            body = inflater.decompress(body, limit + 1)
+        except zlib.error:
+            raise ApiError(400, "body: not valid gzip") from None
+        if len(body) > limit or inflater.unconsumed_tail:
+            raise ApiError(413, f"body exceeds {limit // 1024} KB once inflated")
+    elif encoding not in ("", "identity"):
+        raise ApiError(415, f"Content-Encoding {encoding!r} is not supported (use gzip)")
+    if not body:
+        raise ApiError(400, "body: is empty; send a JSON object")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, f"body: not valid JSON ({exc.args[0].split(':')[0]})") from None
+
+
+def credentials(request: HttpRequest, body=None) -> str | None:
+    """The API key of a request: Bearer, Basic (key as username), Token (Traitly) or writeKey."""
+    header = request.META.get("HTTP_AUTHORIZATION", "")
+    scheme, _, value = header.partition(" ")
+    scheme = scheme.lower()
+    value = value.strip()
+    if scheme in ("bearer", "token") and value:
+        return value
+    if scheme == "basic" and value:
+        try:
+            decoded = base64.b64decode(value, validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        return decoded.partition(":")[0] or None
+    if isinstance(body, dict):
+        key = body.get("writeKey") or body.get("write_key")
+        if isinstance(key, str):
+            return key
+    return None
+
+
+class CorsMiddleware:
+    """Lets web pages on any origin call the API (keys are never cookies, so `*` is safe)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META:
+            response = HttpResponse(status=204)
+        else:
+            response = self.get_response(request)
+        for name, value in CORS_HEADERS.items():
+            response.headers.setdefault(name, value)
+        return response

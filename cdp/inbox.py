@@ -1,0 +1,45 @@
+"""The inbox of accepted commands: the API's only write, and how workers are woken."""
+
+import logging
+import threading
+import time
+import uuid
+from datetime import datetime
+
+import orjson
+
+from .models import Command
+
+logger = logging.getLogger(__name__)
+
+WAKE_INTERVAL = 0.05  # seconds: at most one wake-up message per project and process this often
+_last_wake: dict[int, float] = {}
+_wake_lock = threading.Lock()
+
+
+def commands_enqueue(*, project_id: int, messages: list[dict], received_at: datetime) -> uuid.UUID:
+    """Store a command durably (the INSERT has committed when this returns) and wake a worker."""
+    command = Command.objects.create(
+        project_id=project_id,
+        received_at=received_at,
+        message_count=len(messages),
+        payload=orjson.dumps(messages).decode(),
+    )
+    wake(project_id)
+    return command.command_id
+
+
+def wake(project_id: int) -> None:
+    """Ask a worker to drain this project's inbox. Best effort: the periodic sweep is the backstop,
+    so a broker that is down delays processing but loses nothing (the command is in the database)."""
+    now = time.monotonic()
+    with _wake_lock:
+        if now - _last_wake.get(project_id, 0.0) < WAKE_INTERVAL:
+            return
+        _last_wake[project_id] = now
+    from .tasks import process_commands_task
+
+    try:
+        process_commands_task.apply_async(args=[project_id], retry=False)
+    except Exception:  # broker unreachable: the sweep will pick the command up
+        logger.warning("could not publish wake-up for project=%s; the sweep will process it", project_id)

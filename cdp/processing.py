@@ -1,0 +1,468 @@
+"""The command processor: applies accepted calls to customers, identities and events, in batches.
+
+One call of `commands_process` claims the oldest commands of one project, applies all their
+messages in memory (identity resolution, trait merges, merges of profiles), writes the result with
+bulk SQL and deletes the commands, all in one transaction. A worker that dies half-way rolls the
+transaction back and the commands stay in the inbox for the next run: nothing is lost, nothing is
+applied twice. Per-project serialisation (an advisory lock) keeps the calls of a project in order.
+
+Idempotency: every message has a message_id (the client's, or one drawn at the API), stored on its
+event row under a unique constraint; a message whose id is already stored is skipped whole.
+"""
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import orjson
+from django.db import transaction
+
+from timonier import clock
+
+from . import signals, storage
+from .models import Command, Customer, Event, Identity, Suppression
+
+logger = logging.getLogger(__name__)
+
+MAX_MESSAGES_PER_BATCH = 5000
+MAX_COMMANDS_PER_BATCH = 1000
+CUSTOMER_ID = Identity.Kind.CUSTOMER_ID
+ANONYMOUS_ID = Identity.Kind.ANONYMOUS_ID
+
+
+@dataclass(eq=False)
+class Profile:
+    """A customer as the batch sees it: loaded from the database or new, possibly merged away."""
+
+    pk: int | None
+    external_id: str | None
+    traits: dict
+    trait_times: dict
+    first_seen_at: datetime
+    last_seen_at: datetime
+    new: bool = False
+    dirty: bool = False
+    merged_into: "Profile | None" = None
+    changed_traits: set = field(default_factory=set)
+    event_names: set = field(default_factory=set)
+
+    def final(self) -> "Profile":
+        profile = self
+        while profile.merged_into is not None:
+            profile = profile.merged_into
+        return profile
+
+    def seen(self, at: datetime) -> None:
+        if at < self.first_seen_at:
+            self.first_seen_at, self.dirty = at, True
+        if at > self.last_seen_at:
+            self.last_seen_at, self.dirty = at, True
+
+    def set_traits(self, traits: dict, at_ms: int) -> None:
+        """Merge traits; a null removes one. A trait set by a newer call is not overwritten."""
+        for name, value in traits.items():
+            if self.trait_times.get(name, -1) > at_ms:
+                continue
+            if value is None:
+                if name in self.traits:
+                    del self.traits[name]
+                    self.changed_traits.add(name)
+            elif self.traits.get(name, _MISSING) != value:
+                self.traits[name] = value
+                self.changed_traits.add(name)
+            self.trait_times[name] = at_ms
+            self.dirty = True
+
+
+_MISSING = object()
+
+
+@dataclass
+class BatchResult:
+    commands: int = 0
+    messages: int = 0
+    duplicates: int = 0
+    suppressed: int = 0
+    events: int = 0
+    customers_created: int = 0
+    customers_merged: int = 0
+    customers_deleted: int = 0
+
+
+class Batch:
+    """The in-memory state of one batch of one project."""
+
+    def __init__(self, project_id: int, now: datetime):
+        self.project_id = project_id
+        self.now = now
+        self.identities: dict[tuple[str, str], Profile] = {}
+        self.new_identities: list[tuple[str, str, Profile]] = []
+        self.profiles_by_pk: dict[int, Profile] = {}
+        self.new_profiles: list[Profile] = []
+        self.merges: list[tuple[Profile, Profile]] = []
+        self.deletions: list[Profile] = []
+        self.events: list[tuple[Profile, dict]] = []
+        self.suppressed: set[tuple[str, str]] = set()
+        self.new_suppressions: set[tuple[str, str]] = set()
+        self.result = BatchResult()
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    def load(self, messages: list[dict]) -> None:
+        wanted: dict[str, set[str]] = {CUSTOMER_ID: set(), ANONYMOUS_ID: set()}
+        for message in messages:
+            for kind, value in _references(message):
+                wanted[kind].add(value)
+        for kind, values in wanted.items():
+            for chunk in storage.ids_in(values):
+                for s_kind, s_value in Suppression.objects.filter(
+                    project_id=self.project_id, kind=kind, value__in=chunk
+                ).values_list("kind", "value"):
+                    self.suppressed.add((s_kind, s_value))
+                rows = Identity.objects.filter(project_id=self.project_id, kind=kind, value__in=chunk).values_list(
+                    "value", "customer_id"
+                )
+                found = list(rows)
+                self._load_profiles({pk for _, pk in found})
+                for value, pk in found:
+                    self.identities[(kind, value)] = self.profiles_by_pk[pk]
+
+    def _load_profiles(self, pks: set[int]) -> None:
+        missing = [pk for pk in pks if pk not in self.profiles_by_pk]
+        for chunk in storage.ids_in(missing):
+            for row in Customer.objects.filter(pk__in=chunk).values(
+                "pk", "external_id", "traits", "trait_times", "first_seen_at", "last_seen_at"
+            ):
+                self.profiles_by_pk[row["pk"]] = Profile(**row)
+
+    # -- resolution ------------------------------------------------------------------------------
+
+    def _new_profile(self, at: datetime, external_id: str | None) -> Profile:
+        profile = Profile(None, external_id, {}, {}, at, at, new=True, dirty=True)
+        self.new_profiles.append(profile)
+        if external_id:
+            self._bind(CUSTOMER_ID, external_id, profile)
+        return profile
+
+    def _bind(self, kind: str, value: str, profile: Profile) -> None:
+        self.identities[(kind, value)] = profile
+        self.new_identities.append((kind, value, profile))
+
+    def _lookup(self, kind: str, value: str | None) -> Profile | None:
+        if not value:
+            return None
+        profile = self.identities.get((kind, value))
+        return profile.final() if profile is not None else None
+
+    def resolve(self, customer_id: str | None, anonymous_id: str | None, at: datetime) -> Profile:
+        """The profile a call is about, creating or linking identities as Segment describes."""
+        known = self._lookup(CUSTOMER_ID, customer_id)
+        anonymous = self._lookup(ANONYMOUS_ID, anonymous_id)
+        if customer_id and anonymous_id:
+            if known and anonymous and known is not anonymous:
+                if anonymous.external_id is None:  # anonymous activity now belongs to the customer
+                    self.merge(anonymous, into=known)
+                return known
+            if known:
+                if anonymous is None:
+                    self._bind(ANONYMOUS_ID, anonymous_id, known)
+                return known
+            if anonymous and anonymous.external_id is None:
+                anonymous.external_id, anonymous.dirty = customer_id, True
+                self._bind(CUSTOMER_ID, customer_id, anonymous)
+                return anonymous
+            profile = self._new_profile(at, customer_id)
+            if anonymous is None:
+                self._bind(ANONYMOUS_ID, anonymous_id, profile)
+            return profile
+        if customer_id:
+            return known or self._new_profile(at, customer_id)
+        if anonymous:
+            return anonymous
+        profile = self._new_profile(at, None)
+        self._bind(ANONYMOUS_ID, anonymous_id, profile)
+        return profile
+
+    def merge(self, secondary: Profile, *, into: Profile) -> None:
+        """Fold a profile into another: identities, traits (newest wins) and events move."""
+        secondary, primary = secondary.final(), into.final()
+        if secondary is primary:
+            return
+        for name, value in secondary.traits.items():
+            primary.set_traits({name: value}, secondary.trait_times.get(name, 0))
+        primary.seen(secondary.first_seen_at)
+        primary.seen(secondary.last_seen_at)
+        if primary.external_id is None and secondary.external_id is not None:
+            primary.external_id, primary.dirty = secondary.external_id, True
+        secondary.merged_into = primary
+        primary.dirty = True
+        self.merges.append((secondary, primary))
+        self.result.customers_merged += 1
+
+    # -- applying --------------------------------------------------------------------------------
+
+    def apply(self, message: dict) -> None:
+        kind = message["type"]
+        refs = _references(message)
+        if any(ref in self.suppressed for ref in refs):
+            self.result.suppressed += 1
+            return
+        at = datetime.fromisoformat(message["timestamp"])
+        if kind == "delete":
+            profile = self._lookup(*refs[0])
+            self.new_suppressions.add(refs[0])
+            self.suppressed.add(refs[0])
+            if profile is not None:
+                self.erase(profile)
+            return
+        profile = self.resolve(message["customer_id"], message["anonymous_id"], at)
+        if kind in ("alias", "merge") and message["previous"]:
+            ((prev_kind, prev_value),) = message["previous"].items()
+            previous = self._lookup(prev_kind, prev_value)
+            if previous is None:
+                self._bind(prev_kind, prev_value, profile)
+            else:
+                self.merge(previous, into=profile)
+        properties = message["properties"]
+        if kind == "identify":
+            profile.set_traits(message["traits"], int(at.timestamp() * 1000))
+            properties = message["traits"]
+        elif kind == "group":
+            properties = {"group_id": message["group_id"], "traits": message["traits"]}
+        elif kind in ("alias", "merge"):
+            properties = {"previous": message["previous"]}
+        if kind == "track":
+            profile.event_names.add(message["event"])
+        profile.seen(at)
+        self.events.append((profile, {**message, "properties": properties, "at": at}))
+
+    def erase(self, profile: Profile) -> None:
+        """Right to erasure: forget the profile and refuse its ids from now on."""
+        profile = profile.final()
+        for (kind, value), bound in list(self.identities.items()):
+            if bound.final() is profile:
+                self.suppressed.add((kind, value))
+                self.new_suppressions.add((kind, value))
+                del self.identities[(kind, value)]
+        self.events = [(p, m) for p, m in self.events if p.final() is not profile]
+        self.deletions.append(profile)
+        self.result.customers_deleted += 1
+
+    # -- writing ---------------------------------------------------------------------------------
+
+    def flush(self, received_at: dict[str, datetime]) -> None:
+        now = self.now
+        deleted = {id(p) for p in self.deletions}
+        creating = [p for p in self.new_profiles if p.merged_into is None and id(p) not in deleted]
+        if creating:
+            created = Customer.objects.bulk_create(
+                [
+                    Customer(
+                        project_id=self.project_id,
+                        external_id=p.external_id,
+                        traits=p.traits,
+                        trait_times=p.trait_times,
+                        email=_email(p.traits),
+                        name=_name(p.traits),
+                        first_seen_at=p.first_seen_at,
+                        last_seen_at=p.last_seen_at,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                    for p in creating
+                ]
+            )
+            for profile, row in zip(creating, created, strict=True):
+                profile.pk = row.pk
+                profile.dirty = False
+            self.result.customers_created += len(creating)
+
+        # Merges: move what the database holds of each persisted secondary to its final primary.
+        for secondary, _ in self.merges:
+            if secondary.pk is None:
+                continue
+            target = secondary.final()
+            if id(target) in deleted:
+                continue
+            Identity.objects.filter(customer_id=secondary.pk).update(customer_id=target.pk)
+            Event.objects.filter(project_id=self.project_id, customer_id=secondary.pk).update(customer_id=target.pk)
+            signals.customer_merged.send(
+                sender=Batch, project_id=self.project_id, secondary_id=secondary.pk, primary_id=target.pk
+            )
+            Customer.objects.filter(pk=secondary.pk).delete()
+
+        erased = [p.pk for p in self.deletions if p.pk is not None]
+        for chunk in storage.ids_in(erased):
+            self.new_suppressions.update(Identity.objects.filter(customer_id__in=chunk).values_list("kind", "value"))
+            Customer.objects.filter(project_id=self.project_id, pk__in=chunk).delete()
+        Suppression.objects.bulk_create(
+            [Suppression(project_id=self.project_id, kind=k, value=v) for k, v in self.new_suppressions],
+            ignore_conflicts=True,
+        )
+
+        identities = [
+            Identity(project_id=self.project_id, kind=kind, value=value, customer_id=profile.final().pk)
+            for kind, value, profile in self.new_identities
+            if (kind, value) in self.identities and id(profile.final()) not in deleted
+        ]
+        Identity.objects.bulk_create(identities, ignore_conflicts=True)
+        updates = [
+            p for p in self.profiles_by_pk.values() if p.dirty and p.merged_into is None and id(p) not in deleted
+        ] + [p for p in creating if p.dirty]
+        storage.customers_update(
+            [
+                (
+                    p.pk,
+                    p.external_id,
+                    storage.dumps(p.traits),
+                    storage.dumps(p.trait_times),
+                    _email(p.traits),
+                    _name(p.traits),
+                    p.first_seen_at,
+                    p.last_seen_at,
+                    now,
+                )
+                for p in updates
+            ]
+        )
+
+        rows = []
+        for profile, message in self.events:
+            final = profile.final()
+            if id(final) in deleted:
+                continue
+            rows.append(
+                (
+                    self.project_id,
+                    final.pk,
+                    message["type"],
+                    message["event"],
+                    storage.dumps(message["properties"]),
+                    storage.dumps(message["context"]),
+                    message["at"],
+                    received_at.get(message["message_id"], now),
+                    message["message_id"],
+                )
+            )
+        storage.events_insert(rows)
+        self.result.events += len(rows)
+
+    def changes(self) -> dict[int, tuple[set, set]]:
+        """What changed per surviving customer: (trait names, event names), for segment updates."""
+        changed: dict[int, tuple[set, set]] = {}
+        for profile in [*self.profiles_by_pk.values(), *self.new_profiles]:
+            final = profile.final()
+            if final.pk is None or not (
+                profile.changed_traits or profile.event_names or profile.new or profile.merged_into
+            ):
+                continue
+            traits, events = changed.setdefault(final.pk, (set(), set()))
+            traits |= profile.changed_traits
+            events |= profile.event_names
+        return changed
+
+
+def _references(message: dict) -> list[tuple[str, str]]:
+    refs = []
+    if message.get("customer_id"):
+        refs.append((CUSTOMER_ID, message["customer_id"]))
+    if message.get("anonymous_id"):
+        refs.append((ANONYMOUS_ID, message["anonymous_id"]))
+    if message.get("previous"):
+        refs.extend(message["previous"].items())
+    return refs
+
+
+def _email(traits: dict) -> str:
+    value = traits.get("email")
+    return str(value).strip().lower()[:320] if isinstance(value, (str, int, float)) else ""
+
+
+def _name(traits: dict) -> str:
+    value = traits.get("name")
+    if not isinstance(value, str) or not value:
+        parts = [traits.get("first_name") or traits.get("firstName"), traits.get("last_name") or traits.get("lastName")]
+        value = " ".join(str(p) for p in parts if isinstance(p, str) and p)
+    return value.strip()[:255]
+
+
+def _existing_message_ids(project_id: int, message_ids: Iterable[str]) -> set[str]:
+    existing: set[str] = set()
+    for chunk in storage.ids_in(set(message_ids), size=2000):
+        existing.update(
+            Event.objects.filter(project_id=project_id, message_id__in=chunk).values_list("message_id", flat=True)
+        )
+    return existing
+
+
+def commands_process(*, project_id: int) -> BatchResult | None:
+    """Apply the oldest pending commands of a project in one transaction.
+
+    Returns None when another worker is processing this project, else what was done (an empty
+    result when the inbox is empty).
+    """
+    with transaction.atomic():
+        if not storage.project_lock(project_id):
+            return None
+        claimed = []
+        total = 0
+        for row in (
+            Command.objects.filter(project_id=project_id)
+            .order_by("id")
+            .values_list("id", "command_id", "received_at", "message_count", "payload")[:MAX_COMMANDS_PER_BATCH]
+        ):
+            if claimed and total + row[3] > MAX_MESSAGES_PER_BATCH:
+                break
+            claimed.append(row)
+            total += row[3]
+        if not claimed:
+            return BatchResult()
+
+        batch = Batch(project_id, clock.now())
+        messages: list[dict] = []
+        received_at: dict[str, datetime] = {}
+        for _, _, received, _, payload in claimed:
+            for message in orjson.loads(payload):
+                messages.append(message)
+                received_at[message["message_id"]] = received
+        batch.result.commands = len(claimed)
+        batch.result.messages = len(messages)
+
+        seen = _existing_message_ids(project_id, (m["message_id"] for m in messages))
+        fresh = []
+        for message in messages:
+            if message["message_id"] in seen:
+                batch.result.duplicates += 1
+                continue
+            seen.add(message["message_id"])
+            fresh.append(message)
+
+        batch.load(fresh)
+        for message in fresh:
+            batch.apply(message)
+        batch.flush(received_at)
+        for chunk in storage.ids_in([c[0] for c in claimed]):
+            Command.objects.filter(pk__in=chunk).delete()
+        changes = batch.changes()
+        transaction.on_commit(
+            lambda: signals.customers_changed.send(sender=Batch, project_id=project_id, changes=changes)
+        )
+    logger.info(
+        "processed project=%s commands=%s messages=%s events=%s duplicates=%s",
+        project_id,
+        batch.result.commands,
+        batch.result.messages,
+        batch.result.events,
+        batch.result.duplicates,
+    )
+    return batch.result
+
+
+def projects_with_pending_commands() -> list[int]:
+    return list(Command.objects.values_list("project_id", flat=True).distinct())
+
+
+def pending_count(project_id: int | None = None) -> int:
+    query = Command.objects.all() if project_id is None else Command.objects.filter(project_id=project_id)
+    return query.count()
