@@ -46,6 +46,7 @@ def customers_page(
     cursor: str | None = None,
     traits: dict | None = None,
     search: str | None = None,
+    external_id: str | None = None,
 ) -> tuple[list[Customer], str | None]:
     """Newest customers first, keyset-paginated (no COUNT, no OFFSET: fast at any depth)."""
     query = Customer.objects.filter(project=project)
@@ -56,6 +57,8 @@ def customers_page(
         query = query.filter(
             Q(external_id=term) | Q(email=term.lower()) | Q(name__icontains=term) | Q(email__istartswith=term)
         )
+    if external_id is not None:
+        query = query.filter(external_id=external_id)
     if cursor:
         (last_id,) = decode_cursor(cursor)
         query = query.filter(pk__lt=int(last_id))
@@ -90,8 +93,17 @@ def customer_events_page(
     return rows[:limit], next_cursor
 
 
-def events_page(project: Project, *, limit: int, customer: Customer | None = None, name: str | None = None):
+def events_page(
+    project: Project,
+    *,
+    limit: int,
+    customer: Customer | None = None,
+    name: str | None = None,
+    type: str | None = None,
+) -> list[Event]:
     query = Event.objects.filter(project=project).select_related("customer")
+    if type:
+        query = query.filter(type=type)
     if customer is not None:
         query = query.filter(customer=customer)
     if name:

@@ -79,7 +79,7 @@ def read_json_body(request: HttpRequest, *, limit: int):
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ApiError(400, f"body: not valid JSON ({exc.args[0].split(':')[0]})") from None
+        raise ApiError(400, f"body: not valid JSON ({exc})") from None
 
 
 def credentials(request: HttpRequest, body=None) -> str | None:

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import customers, ingest
+from . import customers, ingest, traitly
 from .openapi import openapi_yaml
 
 CALLS = ("identify", "track", "page", "screen", "group", "alias", "merge")
@@ -15,5 +15,9 @@ urlpatterns = [
     path("v1/customers", customers.customers_list, name="customers"),
     path("v1/customers/<str:customer_id>", customers.customer_detail, name="customer"),
     path("v1/customers/<str:customer_id>/events", customers.customer_events, name="customer-events"),
+    # Traitly, for customers migrating from it.
+    path("api/v1/customer", traitly.customer, name="traitly-customer"),
+    path("api/v1/event", traitly.event, name="traitly-event"),
+    path("api/event", traitly.event, name="traitly-event-short"),
     path("v1/openapi.yaml", openapi_yaml, name="openapi"),
 ]
