@@ -10,6 +10,7 @@ Idempotency: every message has a message_id (the client's, or one drawn at the A
 event row under a unique constraint; a message whose id is already stored is skipped whole.
 """
 
+import gc
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -33,14 +34,19 @@ ANONYMOUS_ID = Identity.Kind.ANONYMOUS_ID
 
 @dataclass(eq=False)
 class Profile:
-    """A customer as the batch sees it: loaded from the database or new, possibly merged away."""
+    """A customer as the batch sees it: loaded from the database or new, possibly merged away.
+
+    `traits` and `trait_times` are None until needed: a batch of track calls never reads them.
+    `first_seen_at`/`last_seen_at` are what this batch saw; the update keeps the database's
+    earlier/later value (LEAST/GREATEST), so they need not be read either.
+    """
 
     pk: int | None
     external_id: str | None
-    traits: dict
-    trait_times: dict
-    first_seen_at: datetime
-    last_seen_at: datetime
+    traits: dict | None = None
+    trait_times: dict | None = None
+    first_seen_at: datetime | None = None
+    last_seen_at: datetime | None = None
     new: bool = False
     dirty: bool = False
     merged_into: "Profile | None" = None
@@ -53,10 +59,12 @@ class Profile:
             profile = profile.merged_into
         return profile
 
-    def seen(self, at: datetime) -> None:
-        if at < self.first_seen_at:
+    def seen(self, at: datetime | None) -> None:
+        if at is None:
+            return
+        if self.first_seen_at is None or at < self.first_seen_at:
             self.first_seen_at, self.dirty = at, True
-        if at > self.last_seen_at:
+        if self.last_seen_at is None or at > self.last_seen_at:
             self.last_seen_at, self.dirty = at, True
 
     def set_traits(self, traits: dict, at_ms: int) -> None:
@@ -111,30 +119,48 @@ class Batch:
 
     def load(self, messages: list[dict]) -> None:
         wanted: dict[str, set[str]] = {CUSTOMER_ID: set(), ANONYMOUS_ID: set()}
+        with_traits: set[tuple[str, str]] = set()  # ids whose calls read or merge traits
         for message in messages:
-            for kind, value in _references(message):
+            refs = _references(message)
+            for kind, value in refs:
                 wanted[kind].add(value)
+            if len(refs) > 1 or message["type"] in ("identify", "alias", "merge", "delete"):
+                with_traits.update(refs)
         for kind, values in wanted.items():
-            for chunk in storage.ids_in(values):
-                for s_kind, s_value in Suppression.objects.filter(
-                    project_id=self.project_id, kind=kind, value__in=chunk
-                ).values_list("kind", "value"):
-                    self.suppressed.add((s_kind, s_value))
-                rows = Identity.objects.filter(project_id=self.project_id, kind=kind, value__in=chunk).values_list(
-                    "value", "customer_id"
-                )
-                found = list(rows)
-                self._load_profiles({pk for _, pk in found})
-                for value, pk in found:
-                    self.identities[(kind, value)] = self.profiles_by_pk[pk]
-
-    def _load_profiles(self, pks: set[int]) -> None:
-        missing = [pk for pk in pks if pk not in self.profiles_by_pk]
-        for chunk in storage.ids_in(missing):
-            for row in Customer.objects.filter(pk__in=chunk).values(
-                "pk", "external_id", "traits", "trait_times", "first_seen_at", "last_seen_at"
+            params = [self.project_id, kind]
+            for (value,) in storage.select_in(
+                "SELECT value FROM cdp_suppression WHERE project_id = %s AND kind = %s AND value {values}",
+                params,
+                values,
             ):
+                self.suppressed.add((kind, value))
+            found = storage.select_in(
+                "SELECT value, customer_id FROM cdp_identity WHERE project_id = %s AND kind = %s AND value {values}",
+                params,
+                values,
+            )
+            missing = {pk for _, pk in found if pk not in self.profiles_by_pk}
+            full = {pk for value, pk in found if pk in missing and (kind, value) in with_traits}
+            for row in storage.customers_load(full):
                 self.profiles_by_pk[row["pk"]] = Profile(**row)
+            for pk, external_id in storage.select_in(
+                "SELECT id, external_id FROM cdp_customer WHERE id {values}", [], missing - full
+            ):
+                self.profiles_by_pk[pk] = Profile(pk, external_id)
+            for value, pk in found:
+                self.identities[(kind, value)] = self.profiles_by_pk[pk]
+
+    def _full(self, profile: Profile) -> Profile:
+        """Make sure a profile's traits are loaded (a lookup the pre-scan of `load` did not foresee)."""
+        if profile.traits is None:
+            if profile.pk is None:
+                profile.traits, profile.trait_times = {}, {}
+            else:
+                (row,) = storage.customers_load([profile.pk])
+                profile.traits, profile.trait_times = row["traits"], row["trait_times"]
+                profile.seen(row["first_seen_at"])
+                profile.seen(row["last_seen_at"])
+        return profile
 
     # -- resolution ------------------------------------------------------------------------------
 
@@ -189,6 +215,8 @@ class Batch:
         secondary, primary = secondary.final(), into.final()
         if secondary is primary:
             return
+        self._full(secondary)
+        self._full(primary)
         for name, value in secondary.traits.items():
             primary.set_traits({name: value}, secondary.trait_times.get(name, 0))
         primary.seen(secondary.first_seen_at)
@@ -226,7 +254,7 @@ class Batch:
                 self.merge(previous, into=profile)
         properties = message["properties"]
         if kind == "identify":
-            profile.set_traits(message["traits"], int(at.timestamp() * 1000))
+            self._full(profile).set_traits(message["traits"], int(at.timestamp() * 1000))
             properties = message["traits"]
         elif kind == "group":
             properties = {"group_id": message["group_id"], "traits": message["traits"]}
@@ -315,10 +343,10 @@ class Batch:
                 (
                     p.pk,
                     p.external_id,
-                    storage.dumps(p.traits),
-                    storage.dumps(p.trait_times),
-                    _email(p.traits),
-                    _name(p.traits),
+                    None if p.traits is None else storage.dumps(p.traits),
+                    None if p.trait_times is None else storage.dumps(p.trait_times),
+                    None if p.traits is None else _email(p.traits),
+                    None if p.traits is None else _name(p.traits),
                     p.first_seen_at,
                     p.last_seen_at,
                     now,
@@ -388,12 +416,10 @@ def _name(traits: dict) -> str:
 
 
 def _existing_message_ids(project_id: int, message_ids: Iterable[str]) -> set[str]:
-    existing: set[str] = set()
-    for chunk in storage.ids_in(set(message_ids), size=2000):
-        existing.update(
-            Event.objects.filter(project_id=project_id, message_id__in=chunk).values_list("message_id", flat=True)
-        )
-    return existing
+    rows = storage.select_in(
+        "SELECT message_id FROM cdp_event WHERE project_id = %s AND message_id {values}", [project_id], set(message_ids)
+    )
+    return {message_id for (message_id,) in rows}
 
 
 def commands_process(*, project_id: int) -> BatchResult | None:
@@ -402,6 +428,18 @@ def commands_process(*, project_id: int) -> BatchResult | None:
     Returns None when another worker is processing this project, else what was done (an empty
     result when the inbox is empty).
     """
+    # A batch allocates tens of thousands of small objects that all die together at its end;
+    # the cyclic collector would scan them repeatedly meanwhile for nothing.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _commands_process(project_id)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _commands_process(project_id: int) -> BatchResult | None:
     with transaction.atomic():
         if not storage.project_lock(project_id):
             return None

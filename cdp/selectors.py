@@ -60,8 +60,10 @@ def customers_page(
     if external_id is not None:
         query = query.filter(external_id=external_id)
     if cursor:
-        (last_id,) = decode_cursor(cursor)
-        query = query.filter(pk__lt=int(last_id))
+        values = decode_cursor(cursor)
+        if len(values) != 1 or not isinstance(values[0], int):
+            raise BadCursor("cursor: not a cursor this API returned")
+        query = query.filter(pk__lt=values[0])
     rows = list(query.order_by("-pk")[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], next_cursor
@@ -81,10 +83,10 @@ def customer_events_page(
     if cursor:
         try:
             at, last_id = decode_cursor(cursor)
-            at = datetime.fromisoformat(at)
+            at, last_id = datetime.fromisoformat(at), int(last_id)
         except (ValueError, TypeError):
             raise BadCursor("cursor: not a cursor this API returned") from None
-        query = query.filter(Q(timestamp__lt=at) | Q(timestamp=at, pk__lt=int(last_id)))
+        query = query.filter(Q(timestamp__lt=at) | Q(timestamp=at, pk__lt=last_id))
     rows = list(query.order_by("-timestamp", "-pk")[: limit + 1])
     next_cursor = None
     if len(rows) > limit:
@@ -109,3 +111,25 @@ def events_page(
     if name:
         query = query.filter(name=name)
     return list(query.order_by("-timestamp", "-pk")[:limit])
+
+
+def customers_list(
+    project: Project, *, limit: int, cursor: str | None = None, search: str | None = None
+) -> tuple[list[Customer], str | None]:
+    """The platform's customer list: `customers_page`, plus `first_anonymous_id` on anonymous rows."""
+    rows, next_cursor = customers_page(project, limit=limit, cursor=cursor, search=search)
+    anonymous = [row.pk for row in rows if row.external_id is None]
+    first_ids: dict[int, str] = {}
+    if anonymous:
+        identities = Identity.objects.filter(
+            project=project, kind=Identity.Kind.ANONYMOUS_ID, customer_id__in=anonymous
+        ).order_by("created_at", "pk")
+        for customer_id, value in identities.values_list("customer_id", "value"):
+            first_ids.setdefault(customer_id, value)
+    for row in rows:
+        row.first_anonymous_id = first_ids.get(row.pk)
+    return rows, next_cursor
+
+
+def customer_get(project: Project, pk: int) -> Customer | None:
+    return Customer.objects.filter(project=project, pk=pk).first()

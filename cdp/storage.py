@@ -5,7 +5,7 @@ PostgreSQL gets COPY for events and one `UPDATE … FROM (VALUES …)` for custo
 """
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 
 import orjson
 from django.db import connection
@@ -82,26 +82,97 @@ def customers_update(rows: Sequence[tuple]) -> None:
         return
     table = Customer._meta.db_table
     if is_postgres():
-        assignments = ", ".join(
-            f"{c} = v.{c}::jsonb" if c in ("traits", "trait_times") else f"{c} = v.{c}" for c in CUSTOMER_UPDATE_COLUMNS
-        )
-        casts = ("bigint", "varchar", "text", "text", "varchar", "varchar", "timestamptz", "timestamptz", "timestamptz")
-        for start in range(0, len(rows), 1000):
-            chunk = rows[start : start + 1000]
-            first = "(" + ", ".join(f"%s::{t}" for t in casts) + ")"
-            rest = "(" + ", ".join(["%s"] * len(casts)) + ")"
-            values = ", ".join([first] + [rest] * (len(chunk) - 1))
-            sql = (
-                f"UPDATE {table} AS c SET {assignments} "
-                f"FROM (VALUES {values}) AS v(id, {', '.join(CUSTOMER_UPDATE_COLUMNS)}) WHERE c.id = v.id"
+        # COPY into a temporary table, then one UPDATE … FROM it: the rows are sent in COPY's
+        # compact format instead of as thousands of query parameters.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "CREATE TEMPORARY TABLE IF NOT EXISTS cdp_customer_changes "
+                "(id bigint, external_id varchar(255), traits jsonb, trait_times jsonb, email varchar(320), "
+                "name varchar(255), first_seen_at timestamptz, last_seen_at timestamptz, updated_at timestamptz) "
+                "ON COMMIT DELETE ROWS"
             )
-            with connection.cursor() as cursor:
-                cursor.execute(sql, [value for row in chunk for value in row])
+            with cursor.copy(
+                f"COPY cdp_customer_changes (id, {', '.join(CUSTOMER_UPDATE_COLUMNS)}) FROM STDIN"
+            ) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(
+                f"UPDATE {table} AS c SET {_UPDATE_ASSIGNMENTS.format(new='v')} FROM cdp_customer_changes AS v "
+                "WHERE c.id = v.id"
+            )
+            cursor.execute("DELETE FROM cdp_customer_changes")
         return
-    assignments = ", ".join(f"{c} = %s" for c in CUSTOMER_UPDATE_COLUMNS)
-    sql = f"UPDATE {table} SET {assignments} WHERE id = %s"
+    sql = f"UPDATE {table} SET {_UPDATE_ASSIGNMENTS_SQLITE} WHERE id = %s"
     with connection.cursor() as cursor:
-        cursor.executemany(sql, [(*r[1:6], _dt(r[6]), _dt(r[7]), _dt(r[8]), r[0]) for r in rows])
+        cursor.executemany(
+            sql, [(*r[1:6], _dt(r[6]) if r[6] else None, _dt(r[7]) if r[7] else None, _dt(r[8]), r[0]) for r in rows]
+        )
+
+
+# Null means "unchanged": traits that were never loaded, and seen-times the batch did not move.
+# The first/last seen times only ever widen, so an out-of-order batch cannot narrow them.
+_UPDATE_ASSIGNMENTS = (
+    "external_id = COALESCE({new}.external_id, c.external_id), traits = COALESCE({new}.traits, c.traits), "
+    "trait_times = COALESCE({new}.trait_times, c.trait_times), email = COALESCE({new}.email, c.email), "
+    "name = COALESCE({new}.name, c.name), first_seen_at = LEAST(c.first_seen_at, {new}.first_seen_at), "
+    "last_seen_at = GREATEST(c.last_seen_at, {new}.last_seen_at), updated_at = {new}.updated_at"
+)
+_UPDATE_ASSIGNMENTS_SQLITE = (
+    "external_id = COALESCE(%s, external_id), traits = COALESCE(%s, traits), "
+    "trait_times = COALESCE(%s, trait_times), email = COALESCE(%s, email), name = COALESCE(%s, name), "
+    "first_seen_at = COALESCE(min(first_seen_at, %s), first_seen_at), "
+    "last_seen_at = COALESCE(max(last_seen_at, %s), last_seen_at), updated_at = %s"
+)
+
+
+def customers_load(ids: Iterable[int]) -> list[dict]:
+    """The fields the processor needs of these customers, as plain dicts."""
+    rows = select_in(
+        "SELECT id, external_id, traits, trait_times, first_seen_at, last_seen_at FROM cdp_customer WHERE id {values}",
+        [],
+        ids,
+    )
+    return [
+        {
+            "pk": pk,
+            "external_id": external_id,
+            "traits": _json(traits),
+            "trait_times": _json(trait_times),
+            "first_seen_at": _aware(first_seen),
+            "last_seen_at": _aware(last_seen),
+        }
+        for pk, external_id, traits, trait_times, first_seen, last_seen in rows
+    ]
+
+
+def _json(value):
+    return orjson.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _aware(value) -> datetime:
+    if isinstance(value, str):  # SQLite stores naive UTC text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def select_in(sql: str, params: list, values: Iterable) -> list[tuple]:
+    """Run `sql`, whose last condition is `column IN {values}`, for many values.
+
+    PostgreSQL gets one `= ANY(%s)` with an array; SQLite gets `IN (…)` chunks under its
+    parameter limit.
+    """
+    values = list(values)
+    if not values:
+        return []
+    with connection.cursor() as cursor:
+        if is_postgres():
+            cursor.execute(sql.format(values="= ANY(%s)"), [*params, values])
+            return cursor.fetchall()
+        rows: list[tuple] = []
+        for chunk in ids_in(values, size=900):
+            cursor.execute(sql.format(values=f"IN ({', '.join(['%s'] * len(chunk))})"), [*params, *chunk])
+            rows.extend(cursor.fetchall())
+        return rows
 
 
 def ids_in(values: Iterable, size: int = 5000) -> Iterable[list]:

@@ -7,6 +7,8 @@ from django.urls import reverse
 from django.views.decorators.http import require_POST
 
 from accounts.auth import recovery_codes_pop, verified_login_required
+from cdp import dashboard as cdp_dashboard
+from timonier import clock
 
 from . import api_keys, selectors, services
 from .forms import ApiKeyForm, InvitationForm, OrganizationForm, ProjectForm, ProjectSettingsForm
@@ -60,10 +62,19 @@ def project_new(request: HttpRequest) -> HttpResponse:
 
 @project_view()
 def dashboard(request: HttpRequest) -> HttpResponse:
+    now = clock.now()
+    latest = cdp_dashboard.events_latest(request.project, limit=cdp_dashboard.LATEST_EVENTS)
     context = {
-        "has_keys": request.project.api_keys.filter(revoked_at__isnull=True).exists(),
-        "api_url": settings.API_URL,
+        "chart": cdp_dashboard.events_chart(cdp_dashboard.events_per_hour(request.project, now=now)),
+        "customers": cdp_dashboard.customer_counts(request.project, now=now),
+        "latest_events": latest,
+        "latest_id": max((event.pk for event in latest), default=0),
+        "latest_limit": cdp_dashboard.LATEST_EVENTS,
+        "received_format": cdp_dashboard.RECEIVED_FORMAT,
     }
+    if not latest:
+        context["has_keys"] = request.project.api_keys.filter(revoked_at__isnull=True).exists()
+        context["api_url"] = settings.API_URL
     return render(request, "organizations/dashboard.html", context)
 
 

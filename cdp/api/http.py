@@ -27,7 +27,7 @@ ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Requested-With",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Requested-With, X-Retry-Count",
     "Access-Control-Expose-Headers": "Retry-After",
     "Access-Control-Max-Age": "86400",
 }
