@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import secrets
 import string
+import time
 from datetime import timedelta
 
 from django.core.cache import cache
@@ -72,7 +73,19 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     return cached
 
 
+_touched: dict[str, float] = {}  # prefix -> when this process last recorded a use
+
+
 def _touch(key: ApiKey) -> None:
-    """Record use at minute resolution: one cache add per request, one UPDATE per key a minute."""
-    if cache.add(f"apikey-used:{key.prefix}", 1, int(LAST_USED_RESOLUTION.total_seconds())):
+    """Record use at minute resolution: one UPDATE per key a minute across all processes.
+
+    The process-local memo spares the shared cache a round trip on every request; the cache's
+    atomic add elects one process per minute to write.
+    """
+    now = time.monotonic()
+    resolution = LAST_USED_RESOLUTION.total_seconds()
+    if now - _touched.get(key.prefix, -resolution) < resolution:
+        return
+    _touched[key.prefix] = now
+    if cache.add(f"apikey-used:{key.prefix}", 1, int(resolution)):
         ApiKey.objects.filter(pk=key.pk).update(last_used_at=clock.now())
