@@ -1,0 +1,205 @@
+"""The getting-started guide, sections 1 to 4, clicked through with the guide's own labels.
+
+Section 3's curl commands are read from docs/getting-started.txt and run as written (only the
+host is pointed at the live API), against the real API process and a real Celery worker.
+"""
+
+import base64
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from organizations.api_keys import api_key_authenticate
+from organizations.models import ApiKey, Project, Role
+
+from ..factories import MembershipFactory, ProjectFactory, UserFactory, totp_code, totp_code_for_secret
+
+pytestmark = pytest.mark.browser
+
+
+def b32_to_hex(secret: str) -> str:
+    """The hex key behind the base32 secret the page shows in groups of four."""
+    b32 = re.sub(r"\s+", "", secret).upper()
+    b32 += "=" * (-len(b32) % 8)
+    return base64.b32decode(b32).hex()
+
+
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "getting-started.txt"
+
+
+def guide_curl_commands() -> dict[str, str]:
+    """The guide's curl commands, by endpoint, exactly as the guide prints them."""
+    text = GUIDE.read_text()
+    commands = re.findall(r"^curl -X POST http://localhost:3030/v1/(\w+) \\\n.*?^}'$", text, re.M | re.S)
+    blocks = re.findall(r"^(curl -X POST http://localhost:3030/v1/\w+ \\\n.*?^}')$", text, re.M | re.S)
+    return dict(zip(commands, blocks, strict=True))
+
+
+def run_guide_curl(command: str, api_url: str, key: str) -> dict:
+    host = urlsplit(api_url).netloc
+    command = command.replace("http://localhost:3030", f"http://{host}", 1)
+    result = subprocess.run(
+        ["bash", "-c", command],
+        env={**os.environ, "TIMONIER_API_KEY": key},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return json.loads(result.stdout)
+
+
+def test_guide_sections_1_to_4(page: Page, e2e, smtp_server, api_server, celery_worker):
+    base = e2e.url
+
+    # 1. Create your account.
+    page.goto("/signup")
+    page.get_by_label("Email").fill("jane@example.com")
+    page.get_by_label("First name").fill("Jane")
+    page.get_by_label("Last name").fill("Doe")
+    page.get_by_role("button", name="Sign Up").click()
+    expect(page.get_by_role("heading", name="Check your inbox")).to_be_visible()
+
+    mail = smtp_server.wait_for("jane@example.com")
+    assert mail.message["Subject"] == "Verify your email for Timonier"
+    links = [link for link in mail.links() if "/verify/" in link]
+    assert len(links) == 1, mail.text
+    assert links[0].startswith(f"{base}/verify/")
+    page.goto(links[0])
+
+    qr = page.locator(".qr")
+    expect(qr.locator("svg")).to_be_visible()
+    otpauth = qr.get_attribute("data-otpauth")
+    assert otpauth.startswith("otpauth://totp/Timonier"), otpauth
+    assert "issuer=Timonier" in otpauth
+    secret_text = page.locator("#totp-secret").inner_text()
+    assert re.fullmatch(r"[A-Z2-7]{4}( [A-Z2-7]{1,4})+", secret_text.strip()), secret_text
+    secret_hex = b32_to_hex(secret_text)
+    assert "secret=" + secret_text.replace(" ", "").strip() in otpauth
+
+    page.get_by_label("6-digit code").fill(totp_code_for_secret(secret_hex))
+    page.get_by_role("button", name="Verify").click()
+    expect(page).to_have_url(f"{base}/")
+    expect(page.get_by_test_id("recovery-codes").locator("li")).to_have_count(10)
+
+    # Create an organization.
+    page.get_by_role("link", name="Create Organization").click()
+    page.get_by_label("Organization Name").fill("Acme Corp")
+    page.get_by_label("Slug").fill("acme-corp")
+    page.get_by_role("button", name="Create Organization").click()
+    expect(page).to_have_url(f"{base}/")
+    org_section = page.locator("[data-organization=acme-corp]")
+    expect(org_section.get_by_role("heading", name="Acme Corp")).to_be_visible()
+    expect(page.get_by_test_id("recovery-codes")).to_have_count(0)  # shown once, right after setup
+
+    # Create a project.
+    org_section.get_by_role("link", name="New Project").click()
+    page.get_by_label("Project Name").fill("My App")
+    page.get_by_label("Slug").fill("my-app")
+    page.get_by_role("button", name="Create Project").click()
+    expect(page).to_have_url(f"{base}/o/acme-corp/my-app/")
+    sidebar = page.get_by_role("navigation", name="Project")
+    for label in ("Dashboard", "API Keys", "Settings"):
+        expect(sidebar.get_by_role("link", name=label, exact=True)).to_be_visible()
+    expect(page.get_by_role("heading", name="My App", level=1)).to_be_visible()
+
+    # 2. Get your API key.
+    sidebar.get_by_role("link", name="API Keys", exact=True).click()
+    expect(page).to_have_url(f"{base}/o/acme-corp/my-app/api-keys")
+    page.get_by_role("link", name="New API Key").click()
+    page.get_by_label("Key Name").fill("Backend Server")
+    page.get_by_role("button", name="Create API Key").click()
+    expect(page).to_have_url(re.compile(re.escape(base) + r"/o/acme-corp/my-app/api-keys/\d+/created$"))
+    created_url = page.url
+
+    key_input = page.get_by_test_id("api-key")
+    expect(key_input).to_be_visible()
+    expect(key_input).to_have_attribute("readonly", "")
+    raw_key = key_input.input_value()
+    assert re.fullmatch(r"tk_[A-Za-z0-9]{40}", raw_key), raw_key
+    expect(page.get_by_text("will not be able to see it again")).to_be_visible()
+
+    page.get_by_role("button", name="Copy", exact=True).click()
+    expect(page.locator("[data-copy-target=api-key]")).to_have_text("Copied")
+    assert page.evaluate("navigator.clipboard.readText()") == raw_key
+
+    key = ApiKey.objects.get(prefix=raw_key[:11])
+    assert key.name == "Backend Server"
+    assert key.project == Project.objects.get(organization__slug="acme-corp", slug="my-app")
+    assert key.created_by.email == "jane@example.com"
+    authenticated = api_key_authenticate(raw_key)
+    assert authenticated is not None and authenticated.pk == key.pk
+
+    page.get_by_role("link", name="Back to API Keys").click()
+    expect(page).to_have_url(f"{base}/o/acme-corp/my-app/api-keys")
+    row = page.locator(f"tr[data-key-prefix='{key.prefix}']")
+    expect(row.get_by_role("cell", name="Backend Server", exact=True)).to_be_visible()
+    expect(row).to_contain_text(key.prefix)
+    assert raw_key not in page.content()
+
+    # The key is shown once: coming back to its page shows it no more.
+    page.goto(created_url)
+    expect(page).to_have_url(f"{base}/o/acme-corp/my-app/api-keys")
+    expect(page.get_by_test_id("api-key")).to_have_count(0)
+    expect(page.get_by_role("status")).to_contain_text("shown only once")
+    assert raw_key not in page.content()
+
+    # 3. Send your first event: the guide's curl commands, as written.
+    commands = guide_curl_commands()
+    assert list(commands) == ["identify", "track"]
+    mark = api_server.log_mark()
+    for endpoint in ("identify", "track"):
+        answer = run_guide_curl(commands[endpoint], api_server.url, raw_key)
+        assert answer["success"] is True and re.fullmatch(r"[0-9a-f-]{36}", answer["command_id"]), answer
+    assert [(r.path, r.status) for r in api_server.requests(since=mark)] == [("/v1/identify", 202), ("/v1/track", 202)]
+    celery_worker.wait_processed(key.project_id)
+
+    # 4. Verify it worked.
+    page.goto("/")
+    page.locator("[data-organization=acme-corp]").get_by_role("link", name="My App").click()
+    sidebar.get_by_role("link", name="Customers", exact=True).click()
+    row = page.get_by_test_id("customers").locator("tbody tr").filter(has_text="user_001")
+    expect(row).to_contain_text("Jane Doe")
+    row.get_by_role("link", name="user_001").click()
+    attributes = page.get_by_test_id("attributes")
+    expect(page.get_by_role("heading", name="Attributes")).to_be_visible()
+    for name, value in (("email", "jane@example.com"), ("name", "Jane Doe"), ("plan", "pro")):
+        expect(attributes).to_contain_text(name)
+        expect(attributes).to_contain_text(value)
+    expect(page.get_by_role("heading", name="Events")).to_be_visible()
+    purchase = page.get_by_test_id("events").locator("li").filter(has_text="purchase")
+    expect(purchase).to_have_count(1)
+    for text in ("item", "T-Shirt", "amount", "29.99", "currency", "USD"):
+        expect(purchase).to_contain_text(text)
+
+
+def test_login_with_code_after_logout(page: Page, e2e):
+    base = e2e.url
+    user = UserFactory()
+    project = ProjectFactory()
+    MembershipFactory(user=user, organization=project.organization, role=Role.OWNER)
+    project_url = f"{base}{project.get_absolute_url()}"
+
+    page.goto("/login")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_role("button", name="Continue").click()
+    page.get_by_label("6-digit code").fill(totp_code(user))
+    page.get_by_role("button", name="Verify").click()
+    expect(page).to_have_url(f"{base}/")
+    expect(page.locator(f"[data-organization={project.organization.slug}]")).to_contain_text(project.name)
+
+    page.goto(project_url)
+    expect(page.get_by_role("heading", name=project.name, level=1)).to_be_visible()
+
+    page.get_by_role("button", name="Log out").click()
+    expect(page).to_have_url(f"{base}/login")
+
+    page.goto(project_url)
+    expect(page).to_have_url(re.compile(re.escape(f"{base}/login?next=")))
+    expect(page.get_by_role("heading", name="Log in to Timonier")).to_be_visible()
