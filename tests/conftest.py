@@ -7,6 +7,8 @@ from organizations.models import Role
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
 
+pytest_plugins = ["tests.live"]  # api_server, celery_worker: the real processes on the test database
+
 
 def signed_in_client(user) -> Client:
     """A client whose session passed login and the authenticator, as after the real flow."""

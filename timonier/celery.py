@@ -55,6 +55,9 @@ def _broker_transport_options() -> dict:
 
 
 def configure(celery_app: Celery) -> None:
+    if settings.CELERY_BROKER_URL.startswith("filesystem://"):
+        # Our atomic-rename variant of the filesystem transport (see timonier/broker.py).
+        celery_app.conf.broker_transport = "timonier.broker:Transport"
     celery_app.conf.update(
         broker_url=settings.CELERY_BROKER_URL,
         broker_transport_options=_broker_transport_options(),
