@@ -86,8 +86,11 @@ def _object(value, field: str, *, limit_keys: bool = True) -> dict | None:
         return value
     if limit_keys and len(value) > OBJECT_MAX_KEYS:
         raise MessageError(f"{field}: exceeds {OBJECT_MAX_KEYS} keys")
-    if len(orjson.dumps(value)) > OBJECT_MAX_BYTES:
+    dumped = orjson.dumps(value)
+    if len(dumped) > OBJECT_MAX_BYTES:
         raise MessageError(f"{field}: exceeds maximum size of 32 KB")
+    if b"\\u0000" in dumped:  # PostgreSQL text and jsonb cannot hold NUL
+        raise MessageError(f"{field}: contains a NUL character")
     if _depth(value) > OBJECT_MAX_DEPTH:
         raise MessageError(f"{field}: exceeds maximum nesting depth of {OBJECT_MAX_DEPTH}")
     return value
@@ -128,6 +131,8 @@ def _page_name(value, field: str) -> str:
         raise MessageError(f"{field}: must be a string")
     if len(value) > ID_MAX:
         raise MessageError(f"{field}: exceeds maximum length of {ID_MAX} characters")
+    if "\x00" in value:
+        raise MessageError(f"{field}: contains a NUL character")
     return value
 
 
@@ -178,13 +183,18 @@ def normalize(raw, *, received_at: datetime, default_type: str | None = None, pr
     if timestamp is None:
         timestamp = received_at
     elif sent_at is not None:
-        timestamp = timestamp + (received_at - sent_at)
+        try:
+            timestamp = timestamp + (received_at - sent_at)
+        except OverflowError:  # sentAt thousands of years after timestamp: before year 1
+            raise MessageError(f"{p}sentAt: out of range") from None
 
     message_id = _field(raw, "message_id", "messageId")
     if message_id is not None:
         if not isinstance(message_id, (str, int)) or isinstance(message_id, bool):
             raise MessageError(f"{p}message_id: must be a string")
         message_id = str(message_id)
+        if "\x00" in message_id:
+            raise MessageError(f"{p}message_id: contains a NUL character")
         if len(message_id) > MESSAGE_ID_MAX:
             raise MessageError(f"{p}message_id: exceeds maximum length of {MESSAGE_ID_MAX} characters")
     message_id = message_id or str(uuid.uuid4())

@@ -5,6 +5,7 @@ from datetime import datetime
 
 import orjson
 from django.db.models import Q
+from django.db.models.fields.json import KeyTransform
 
 from organizations.models import Project
 
@@ -50,8 +51,8 @@ def customers_page(
 ) -> tuple[list[Customer], str | None]:
     """Newest customers first, keyset-paginated (no COUNT, no OFFSET: fast at any depth)."""
     query = Customer.objects.filter(project=project)
-    for name, value in (traits or {}).items():
-        query = query.filter(**{f"traits__{name}": value})
+    for index, (name, value) in enumerate((traits or {}).items()):
+        query = _filter_trait(query, index, name, value)
     if search:
         term = search.strip()
         query = query.filter(
@@ -67,6 +68,26 @@ def customers_page(
     rows = list(query.order_by("-pk")[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def _filter_trait(query, index: int, name: str, value: str):
+    """Customers whose trait `name` (dotted for nested: `address.city`) equals `value`.
+
+    Each dotted part is a JSON key, never a Django lookup. A value that reads as a JSON number or
+    boolean also matches that number or boolean (`traits.age=30` finds 30 and "30").
+    """
+    expression = "traits"
+    for part in name.split("."):
+        expression = KeyTransform(part, expression)
+    alias = f"_trait{index}"
+    condition = Q(**{alias: value})
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        parsed = value
+    if isinstance(parsed, (int, float, bool)):
+        condition |= Q(**{alias: parsed})
+    return query.alias(**{alias: expression}).filter(condition)
 
 
 def customer_identities(customer: Customer) -> list[Identity]:

@@ -10,7 +10,7 @@ from timonier import clock
 from .. import selectors
 from ..messages import CUSTOMER_ID_RE
 from ..models import Customer, Event
-from .http import ApiError, error_response, json_response
+from .http import ApiError, error_response, json_response, reject_nul
 from .ingest import authenticate, enqueue, rate_limit
 
 DEFAULT_LIMIT = 50
@@ -50,7 +50,7 @@ def event_json(event: Event) -> dict:
 
 def _limit(request: HttpRequest) -> int:
     raw = request.GET.get("limit", str(DEFAULT_LIMIT))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_LIMIT:
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_LIMIT:
         raise ApiError(400, f"limit: must be an integer from 1 to {MAX_LIMIT}")
     return int(raw)
 
@@ -64,6 +64,7 @@ def read_view(methods: tuple[str, ...]):
                 response["Allow"] = ", ".join((*methods, "OPTIONS"))
                 return response
             try:
+                reject_nul(request)
                 api_key = authenticate(request)
                 rate_limit(api_key)
                 return handler(request, api_key.project, *args, **kwargs)
@@ -86,7 +87,7 @@ def customers_list(request: HttpRequest, project) -> HttpResponse:
             continue
         if not name.startswith("traits.") or len(name) == len("traits."):
             raise ApiError(400, f"{name}: unknown parameter; filter on a trait with traits.<name>=<value>")
-        traits[name.removeprefix("traits.").replace(".", "__")] = value
+        traits[name.removeprefix("traits.")] = value
     customers, next_cursor = selectors.customers_page(
         project,
         limit=_limit(request),

@@ -21,6 +21,7 @@ ERROR_NAMES = {
     413: "payload_too_large",
     415: "unsupported_media_type",
     429: "rate_limited",
+    500: "internal_error",
     503: "service_unavailable",
 }
 ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
@@ -80,6 +81,12 @@ def read_json_body(request: HttpRequest, *, limit: int):
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise ApiError(400, f"body: not valid JSON ({exc})") from None
+
+
+def reject_nul(request: HttpRequest) -> None:
+    """PostgreSQL cannot compare text with a NUL character: refuse it before any query does."""
+    if "\x00" in request.path or any("\x00" in k or "\x00" in v for k, v in request.GET.items()):
+        raise ApiError(400, "query: contains a NUL character")
 
 
 def credentials(request: HttpRequest, body=None) -> str | None:

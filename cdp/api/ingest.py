@@ -30,7 +30,10 @@ def authenticate(request: HttpRequest, body=None) -> ApiKey:
     key = credentials(request, body)
     if not key:
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>")
-    api_key = api_key_authenticate(key)
+    try:
+        api_key = api_key_authenticate(key)
+    except DatabaseError:
+        raise ApiError(503, "the key store is unavailable; retry later", retry_after=DATABASE_RETRY_AFTER) from None
     if api_key is None:
         raise ApiError(401, "invalid or revoked API key")
     return api_key

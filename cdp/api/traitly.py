@@ -15,7 +15,7 @@ from timonier import clock
 from .. import selectors
 from ..messages import MessageError, normalize
 from ..models import Customer
-from .http import ApiError, error_response, json_response, read_json_body
+from .http import ApiError, error_response, json_response, read_json_body, reject_nul
 from .ingest import SINGLE_BODY_LIMIT, authenticate, enqueue, rate_limit
 
 NAMED_FIELDS = ("name", "email", "plan", "monthly_payment_amount", "location", "phone_number", "organisation_id")
@@ -59,8 +59,11 @@ def traitly_view(handler):
     @csrf_exempt
     def view(request: HttpRequest) -> HttpResponse:
         if request.method not in ("GET", "POST"):
-            return error_response(405, f"{request.method} is not allowed here; use GET or POST")
+            response = error_response(405, f"{request.method} is not allowed here; use GET or POST")
+            response["Allow"] = "GET, POST, OPTIONS"
+            return response
         try:
+            reject_nul(request)
             api_key = authenticate(request)
             rate_limit(api_key)
             return handler(request, api_key.project)
@@ -144,7 +147,8 @@ def event(request: HttpRequest, project) -> HttpResponse:
             default_type="track",
         )
     except MessageError as exc:
-        raise ApiError(400, str(exc).replace("event:", "name:", 1)) from None
+        message = str(exc).replace("event:", "name:", 1).replace("timestamp:", "created_at:", 1)
+        raise ApiError(400, message) from None
     enqueue(project.pk, [message], now)
     data = [
         {"customer_id": message["customer_id"], "name": message["event"], "created_at": _unix(created_at), "success": 1}
