@@ -35,6 +35,26 @@ class Command(models.Model):
         return f"command {self.command_id} ({self.message_count} messages)"
 
 
+class FailedCommand(models.Model):
+    """A command the processor could not apply after several attempts, set aside with its error.
+
+    Kept whole, so nothing accepted is lost: once the cause is fixed it can be put back in the
+    inbox (`manage.py replay_failed_commands`). Database outages never land here: only errors
+    that would recur on every attempt (bad data), so one bad command cannot block a project.
+    """
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
+    command_id = models.UUIDField(unique=True)
+    received_at = models.DateTimeField()
+    message_count = models.PositiveIntegerField()
+    payload = models.TextField()
+    error = models.TextField()
+    failed_at = models.DateTimeField(default=clock.now)
+
+    def __str__(self) -> str:
+        return f"failed command {self.command_id}"
+
+
 class Customer(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="customers", db_index=False)
     # The customer_id (Segment's userId) the application knows them by; null while anonymous.

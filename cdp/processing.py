@@ -17,17 +17,18 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import orjson
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 
 from timonier import clock
 
 from . import signals, storage
-from .models import Command, Customer, Event, Identity, Suppression
+from .models import Command, Customer, Event, FailedCommand, Identity, Suppression
 
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_BATCH = 5000
 MAX_COMMANDS_PER_BATCH = 1000
+MAX_ATTEMPTS = 3  # a command failing this often alone is set aside (FailedCommand)
 CUSTOMER_ID = Identity.Kind.CUSTOMER_ID
 ANONYMOUS_ID = Identity.Kind.ANONYMOUS_ID
 
@@ -433,13 +434,48 @@ def commands_process(*, project_id: int) -> BatchResult | None:
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return _commands_process(project_id)
+        try:
+            return _commands_process(project_id, MAX_COMMANDS_PER_BATCH)
+        except (OperationalError, InterfaceError):
+            raise  # the database is unreachable: nothing to learn, the task is retried
+        except Exception:
+            logger.exception("batch failed project=%s; applying its commands one by one", project_id)
+            return _process_oldest_alone(project_id)
     finally:
         if gc_was_enabled:
             gc.enable()
 
 
-def _commands_process(project_id: int) -> BatchResult | None:
+def _process_oldest_alone(project_id: int) -> BatchResult | None:
+    """Apply the oldest command by itself; after MAX_ATTEMPTS failures, set it aside."""
+    try:
+        return _commands_process(project_id, 1)
+    except (OperationalError, InterfaceError):
+        raise
+    except Exception as exc:
+        with transaction.atomic():
+            command = Command.objects.select_for_update().filter(project_id=project_id).order_by("id").first()
+            if command is not None:
+                command.attempts += 1
+                if command.attempts < MAX_ATTEMPTS:
+                    command.save(update_fields=["attempts"])
+                else:
+                    FailedCommand.objects.create(
+                        project_id=project_id,
+                        command_id=command.command_id,
+                        received_at=command.received_at,
+                        message_count=command.message_count,
+                        payload=command.payload,
+                        error=f"{type(exc).__name__}: {exc}"[:10_000],
+                    )
+                    command.delete()
+        if command is None or command.attempts < MAX_ATTEMPTS:
+            raise  # counted (outside the block above, so the count is kept); tried again later
+        logger.error("command %s set aside after %s attempts: %s", command.command_id, MAX_ATTEMPTS, exc)
+        return BatchResult(commands=1, messages=command.message_count)
+
+
+def _commands_process(project_id: int, max_commands: int) -> BatchResult | None:
     with transaction.atomic():
         if not storage.project_lock(project_id):
             return None
@@ -448,7 +484,7 @@ def _commands_process(project_id: int) -> BatchResult | None:
         for row in (
             Command.objects.filter(project_id=project_id)
             .order_by("id")
-            .values_list("id", "command_id", "received_at", "message_count", "payload")[:MAX_COMMANDS_PER_BATCH]
+            .values_list("id", "command_id", "received_at", "message_count", "payload")[:max_commands]
         ):
             if claimed and total + row[3] > MAX_MESSAGES_PER_BATCH:
                 break

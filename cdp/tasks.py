@@ -1,3 +1,4 @@
+import logging
 import time
 
 from celery import shared_task
@@ -5,6 +6,7 @@ from celery import shared_task
 from . import processing
 
 DRAIN_SECONDS = 20
+logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
@@ -22,6 +24,10 @@ def process_commands_task(project_id: int) -> None:
 def sweep_commands_task() -> None:
     """Backstop for lost wake-ups: process every project that still has commands waiting."""
     for project_id in processing.projects_with_pending_commands():
-        result = processing.commands_process(project_id=project_id)
+        try:
+            result = processing.commands_process(project_id=project_id)
+        except Exception:  # counted against the failing command; other projects go on
+            logger.exception("sweep: processing project=%s failed", project_id)
+            continue
         if result is not None and result.commands:
             process_commands_task.delay(project_id)

@@ -57,8 +57,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(live_db_env, tmp_p
         # Kill it once it has committed at least one batch and still has work: the next batch is
         # then in flight, inside its transaction.
         wait_for(
-            lambda: Event.objects.filter(project=project).exists()
-            and Command.objects.filter(project=project).exists(),
+            lambda: Event.objects.filter(project=project).exists() and Command.objects.filter(project=project).exists(),
             timeout=60,
             what="the first worker to commit a batch",
         )
@@ -82,4 +81,3 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(live_db_env, tmp_p
     assert Customer.objects.filter(project=project).count() == 997
     assert Customer.objects.get(project=project, external_id="user-0").traits["plan"] == "pro"
     assert not Command.objects.filter(project=project).exists()
-

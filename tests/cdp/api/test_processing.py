@@ -1,5 +1,6 @@
 """What the worker makes of accepted calls: profiles, identities, timelines, merges, erasure."""
 
+import io
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -276,3 +277,24 @@ def test_another_worker_holding_the_project_is_skipped(api):
             cursor.execute("SELECT pg_advisory_unlock(7301, %s); COMMIT", [api.project.pk])
     finally:
         other.close()
+
+
+def test_a_command_that_always_fails_is_set_aside_and_the_rest_flows(api):
+    from django.core.management import call_command
+
+    from cdp.models import FailedCommand
+
+    Command.objects.create(project=api.project, payload='[{"type": "track"}]', message_count=1)  # unusable
+    api.post("/v1/track", {"customer_id": "u", "event": "after"})
+    for _attempt in (1, 2):
+        with pytest.raises(KeyError):
+            commands_process(project_id=api.project.pk)
+    assert not FailedCommand.objects.exists()
+    assert commands_process(project_id=api.project.pk).commands == 1  # the third failure sets it aside
+    assert FailedCommand.objects.get(project=api.project).error.startswith("KeyError")
+    api.process()
+    assert Event.objects.filter(name="after").exists()
+
+    call_command("replay_failed_commands", stdout=io.StringIO())
+    assert Command.objects.filter(project=api.project).count() == 1
+    assert not FailedCommand.objects.exists()
