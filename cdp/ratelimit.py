@@ -11,7 +11,8 @@ import time
 from dataclasses import dataclass
 
 import redis
-from django.conf import settings
+
+from timonier.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
 
@@ -61,23 +62,22 @@ class _LocalBuckets:
 
 
 _local = _LocalBuckets()
-_redis_script = None
+_scripts: dict[int, object] = {}
 
 
-def _script():
-    global _redis_script
-    if _redis_script is None:
-        client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
-        _redis_script = client.register_script(_BUCKET_SCRIPT)
-    return _redis_script
+def _script(client: redis.Redis):
+    if id(client) not in _scripts:
+        _scripts[id(client)] = client.register_script(_BUCKET_SCRIPT)
+    return _scripts[id(client)]
 
 
 def take(key: str, *, rate: float, burst: float) -> Decision:
     """Take one token from the bucket `key`."""
-    if not settings.REDIS_URL:
+    client = get_redis()
+    if client is None:
         return _local.take(key, rate, burst)
     try:
-        allowed, wait = _script()(keys=[f"ratelimit:{key}"], args=[rate, burst, time.time()])
+        allowed, wait = _script(client)(keys=[f"ratelimit:{key}"], args=[rate, burst, time.time()])
     except redis.RedisError:
         logger.warning("rate limiter unavailable; letting the request through", exc_info=True)
         return Decision(True)

@@ -1,9 +1,13 @@
 """API keys: creation, revocation and the lookup every API request makes.
 
 A key reads `tk_` + 40 base62 characters. Its first 11 characters are the stored prefix that
-finds the row; the rest is compared as a SHA-256 digest in constant time. Lookups are cached
-(revocation clears the cache), and `last_used_at` is written at most once a minute per key, so
-the hot path of the API does no write per request.
+finds the row; the rest is compared as a SHA-256 digest in constant time.
+
+Each API process keeps the keys it has looked up in memory, stamped with a *generation*: a
+counter in Redis (the shared cache without Redis) that every creation and revocation bumps.
+A request reads the counter (one GET) and trusts its memory only if the generation is the same,
+so a revoked key is refused by every process from the next request on, without a database query
+per request. `last_used_at` is written at most once a minute per key.
 """
 
 import hashlib
@@ -13,26 +17,48 @@ import string
 import time
 from datetime import timedelta
 
+import redis
 from django.core.cache import cache
 from django.db import IntegrityError, transaction
 
 from timonier import clock
+from timonier.redis_client import get_redis
 
 from .models import ApiKey, Project
 
 KEY_PREFIX = "tk_"
 PREFIX_LENGTH = 11
 SECRET_ALPHABET = string.ascii_letters + string.digits
-CACHE_SECONDS = 60
+MEMORY_SECONDS = 300  # bound on how stale a remembered project (its rate limit) may get
 LAST_USED_RESOLUTION = timedelta(minutes=1)
+GENERATION_KEY = "apikeys:generation"
 
 
 def _hash(raw_key: str) -> str:
     return hashlib.sha256(raw_key.encode()).hexdigest()
 
 
-def _cache_key(prefix: str) -> str:
-    return f"apikey:{prefix}"
+_remembered: dict[str, tuple[ApiKey | None, int, float]] = {}  # prefix -> (key, generation, when)
+
+
+def _generation() -> int | None:
+    """The current generation, or None if it cannot be read (then nothing is trusted)."""
+    client = get_redis()
+    try:
+        value = client.get(GENERATION_KEY) if client is not None else cache.get(GENERATION_KEY)
+    except redis.RedisError:
+        return None
+    return int(value or 0)
+
+
+def generation_bump() -> None:
+    """Invalidate every process's remembered keys (after a key or its project changed)."""
+    client = get_redis()
+    if client is not None:
+        client.incr(GENERATION_KEY)
+        return
+    if not cache.add(GENERATION_KEY, 1, timeout=None):
+        cache.incr(GENERATION_KEY)
 
 
 def api_key_create(*, project: Project, name: str, created_by=None) -> tuple[ApiKey, str]:
@@ -44,6 +70,7 @@ def api_key_create(*, project: Project, name: str, created_by=None) -> tuple[Api
                 key = ApiKey.objects.create(
                     project=project, name=name, prefix=raw[:PREFIX_LENGTH], key_hash=_hash(raw), created_by=created_by
                 )
+            generation_bump()
             return key, raw
         except IntegrityError:  # prefix collision: 62**8 makes this rare; draw again
             continue
@@ -52,7 +79,7 @@ def api_key_create(*, project: Project, name: str, created_by=None) -> tuple[Api
 
 def api_key_revoke(*, api_key: ApiKey) -> None:
     ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(revoked_at=clock.now())
-    cache.delete(_cache_key(api_key.prefix))
+    generation_bump()
 
 
 def api_key_authenticate(raw_key: str) -> ApiKey | None:
@@ -60,12 +87,22 @@ def api_key_authenticate(raw_key: str) -> ApiKey | None:
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 100:
         return None
     prefix = raw_key[:PREFIX_LENGTH]
-    cached = cache.get(_cache_key(prefix))
-    if cached is None:
-        key = ApiKey.objects.select_related("project__organization").filter(prefix=prefix).first()
-        cached = key if key is not None else False
-        cache.set(_cache_key(prefix), cached, CACHE_SECONDS)
-    if cached is False or cached.revoked_at is not None:
+    generation = _generation()
+    remembered = _remembered.get(prefix)
+    if (
+        remembered is not None
+        and generation is not None
+        and remembered[1] == generation
+        and time.monotonic() - remembered[2] < MEMORY_SECONDS
+    ):
+        cached = remembered[0]
+    else:
+        cached = ApiKey.objects.select_related("project__organization").filter(prefix=prefix).first()
+        if generation is not None:
+            if len(_remembered) > 10_000:  # random garbage keys must not grow it without bound
+                _remembered.clear()
+            _remembered[prefix] = (cached, generation, time.monotonic())
+    if cached is None or cached.revoked_at is not None:
         return None
     if not hmac.compare_digest(cached.key_hash, _hash(raw_key)):
         return None

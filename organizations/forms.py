@@ -41,6 +41,13 @@ class ProjectForm(forms.Form):
 
 class ProjectSettingsForm(forms.Form):
     name = forms.CharField(label="Project Name", max_length=100)
+    ingest_rate_limit = forms.IntegerField(
+        label="API rate limit",
+        required=False,
+        min_value=1,
+        max_value=1_000_000,
+        help_text="Requests per second each API key of this project may send. Empty: the server's default.",
+    )
 
 
 class ApiKeyForm(forms.Form):

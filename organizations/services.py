@@ -15,6 +15,7 @@ from django.urls import reverse
 from accounts.models import User
 from timonier import clock
 
+from .api_keys import generation_bump
 from .models import Invitation, Membership, Organization, Project, Role
 
 logger = logging.getLogger(__name__)
@@ -38,9 +39,11 @@ def project_create(*, organization: Organization, name: str, slug: str) -> Proje
         raise ValidationError({"slug": "This organization already has a project with this slug."}) from exc
 
 
-def project_update(*, project: Project, name: str) -> Project:
+def project_update(*, project: Project, name: str, ingest_rate_limit: int | None) -> Project:
     project.name = name
-    project.save(update_fields=["name"])
+    project.ingest_rate_limit = ingest_rate_limit
+    project.save(update_fields=["name", "ingest_rate_limit"])
+    generation_bump()  # API processes remember keys with their project: let them reload it
     return project
 
 

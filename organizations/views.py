@@ -125,15 +125,23 @@ def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @project_view()
 def project_settings(request: HttpRequest) -> HttpResponse:
     can_edit = request.membership.has_role(Role.ADMIN)
-    form = ProjectSettingsForm(request.POST or None, initial={"name": request.project.name})
+    form = ProjectSettingsForm(
+        request.POST or None,
+        initial={"name": request.project.name, "ingest_rate_limit": request.project.ingest_rate_limit},
+    )
     if request.method == "POST":
         if not can_edit:
             raise PermissionDenied
         if form.is_valid():
-            services.project_update(project=request.project, name=form.cleaned_data["name"])
+            services.project_update(project=request.project, **form.cleaned_data)
             messages.success(request, "Project settings saved.")
             return redirect("organizations:project_settings", request.organization.slug, request.project.slug)
-    context = {"form": form, "can_edit": can_edit, "api_url": settings.API_URL}
+    context = {
+        "form": form,
+        "can_edit": can_edit,
+        "api_url": settings.API_URL,
+        "default_rate_limit": settings.API_RATE_LIMIT,
+    }
     return render(request, "organizations/project_settings.html", context)
 
 

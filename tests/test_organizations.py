@@ -183,3 +183,12 @@ def test_admin_removes_a_member(personas):
     assert not Membership.objects.filter(pk=membership.pk).exists()
     response = personas.client("member").get(personas.project.get_absolute_url())
     assert response.status_code == 404
+
+
+def test_admin_sets_the_projects_api_rate_limit(personas):
+    url = f"/o/{personas.organization.slug}/{personas.project.slug}/settings"
+    client = personas.client("admin")
+    assert client.post(url, {"name": personas.project.name, "ingest_rate_limit": "0"}).status_code == 200
+    assert client.post(url, {"name": personas.project.name, "ingest_rate_limit": "50"}).status_code == 302
+    assert Project.objects.get(pk=personas.project.pk).ingest_rate_limit == 50
+    assert "50 requests per second" in client.get(url).content.decode()

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('organizations', '0001_initial'),
+        ("organizations", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='project',
-            name='ingest_rate_limit',
-            field=models.PositiveIntegerField(blank=True, null=True, verbose_name='API rate limit'),
+            model_name="project",
+            name="ingest_rate_limit",
+            field=models.PositiveIntegerField(blank=True, null=True, verbose_name="API rate limit"),
         ),
     ]
