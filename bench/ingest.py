@@ -29,6 +29,7 @@ from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 API_WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
+API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 DRAIN_TIMEOUT = 300
 
@@ -155,7 +156,7 @@ def main() -> int:
         processes.append(
             subprocess.Popen(
                 [str(bin_dir / "gunicorn"), "timonier.wsgi", "--bind", f"127.0.0.1:{api_port}",
-                 "--workers", str(API_WORKERS), "--log-level", "warning"],
+                 "--workers", str(API_WORKERS), "--threads", str(API_THREADS), "--log-level", "warning"],
                 cwd=ROOT, env={**env, "TIMONIER_SERVICE": "api"},
             )
         )  # fmt: skip

@@ -6,8 +6,10 @@ Each setting below matters for not losing work; `tests/test_celery_config.py` as
 - `task_reject_on_worker_lost`: a task whose worker process died is requeued, not marked failed.
 - `worker_prefetch_multiplier = 1`: a worker holds one unacknowledged message per process, so a
   crash strands as little as possible.
-- `visibility_timeout` (Redis, filesystem): an unacknowledged message returns to the queue only
-  after this long, which must exceed the longest task or it would run twice concurrently.
+- `visibility_timeout` (Redis): an unacknowledged message returns to the queue only after this
+  long, which must exceed the longest task or it would run twice concurrently. The filesystem
+  broker of `make run` has none: a killed worker's unacknowledged message is lost, which is why
+  ingest keeps its work in the database (the inbox) and a periodic sweep, not in the broker.
 Tasks must therefore be idempotent; retries are bounded and back off (see `TimonierTask`).
 """
 

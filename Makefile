@@ -1,0 +1,55 @@
+# Timonier: developer entry points.
+#   make run     the whole platform on this machine (SQLite, filesystem broker): UI :3010, API :3030
+#   make test    lint, then the test suite against a throwaway PostgreSQL 15 and Redis (ARGS="-k foo")
+#   make lint    ruff
+#   make clean   remove the virtualenv and var/
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+STAMP := $(VENV)/.installed
+NODE_STAMP := node_modules/.installed
+ARGS ?=
+
+.PHONY: help venv run test lint clean
+
+help:
+	@echo "make venv | run | test [ARGS='-k foo'] | lint | clean"
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) is required" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	touch $@
+
+run: venv
+	$(BIN)/python scripts/init_env.py
+	mkdir -p var
+	$(BIN)/python manage.py migrate --noinput
+	$(BIN)/python manage.py collectstatic --noinput
+	PATH="$(BIN):$$PATH" $(BIN)/honcho start -f Procfile
+
+# JavaScript that only the tests use (package.json): installed when there is a lock file.
+ifneq ($(wildcard package-lock.json),)
+test: $(NODE_STAMP)
+endif
+
+$(NODE_STAMP): package-lock.json package.json
+	@command -v npm >/dev/null || { echo "npm (Node.js 20) is required for the tests' JavaScript" >&2; exit 1; }
+	npm ci --no-audit --no-fund
+	touch $@
+
+test: venv
+	PATH="$(BIN):$$PATH" $(BIN)/python scripts/testenv.py $(ARGS)
+
+lint: venv
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) var
