@@ -15,6 +15,7 @@ logger = logging.getLogger(__name__)
 
 WAKE_INTERVAL = 0.05  # seconds: at most one wake-up message per project and process this often
 _last_wake: dict[int, float] = {}
+_trailing: set[int] = set()
 _wake_lock = threading.Lock()
 
 
@@ -39,13 +40,36 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
 
 
 def wake(project_id: int) -> None:
-    """Ask a worker to drain this project's inbox. Best effort: the periodic sweep is the backstop,
-    so a broker that is down delays processing but loses nothing (the command is in the database)."""
+    """Ask a worker to drain this project's inbox.
+
+    At most one message per project and process every WAKE_INTERVAL: a call inside the interval
+    arms one trailing wake-up at its end instead, so the last command of a burst is not left
+    waiting for the periodic sweep. Best effort: the sweep is the backstop, so a broker that is
+    down delays processing but loses nothing (the command is in the database).
+    """
     now = time.monotonic()
     with _wake_lock:
-        if now - _last_wake.get(project_id, 0.0) < WAKE_INTERVAL:
+        elapsed = now - _last_wake.get(project_id, -WAKE_INTERVAL)
+        if elapsed >= WAKE_INTERVAL:
+            _last_wake[project_id] = now
+        else:
+            if project_id not in _trailing:
+                _trailing.add(project_id)
+                timer = threading.Timer(WAKE_INTERVAL - elapsed, _wake_trailing, args=[project_id])
+                timer.daemon = True
+                timer.start()
             return
-        _last_wake[project_id] = now
+    _publish(project_id)
+
+
+def _wake_trailing(project_id: int) -> None:
+    with _wake_lock:
+        _trailing.discard(project_id)
+        _last_wake[project_id] = time.monotonic()
+    _publish(project_id)
+
+
+def _publish(project_id: int) -> None:
     from .tasks import process_commands_task
 
     try:

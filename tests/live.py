@@ -402,7 +402,17 @@ class CeleryWorker(LiveProcess):
 
     def wake(self, project_id: int) -> None:
         """Publish `process_commands_task(project_id)`, as the API and the sweep do."""
-        self.publisher().send_task("cdp.tasks.process_commands_task", args=[project_id], queue="celery", retry=False)
+        # An explicit connection: Celery prefers the CELERY_BROKER_URL environment variable (this
+        # test process's own broker) over the app's configured broker_url.
+        app = self.publisher()
+        with app.connection_for_write(self.broker_url) as connection:
+            app.send_task(
+                "cdp.tasks.process_commands_task",
+                args=[project_id],
+                queue="celery",
+                retry=False,
+                connection=connection,
+            )
         self.wakes_published += 1
 
     def wait_processed(self, project_id: int, timeout: float = 15) -> None:

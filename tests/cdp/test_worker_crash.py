@@ -46,11 +46,23 @@ def _enqueue(project: Project) -> set[str]:
     return message_ids
 
 
+def _private_broker(live_db_env: dict, tmp_path) -> dict:
+    """The live env with a broker of its own: the session's worker must not take these wake-ups."""
+    env = dict(live_db_env)
+    url = env["CELERY_BROKER_URL"]
+    if url.startswith(("redis://", "rediss://")):
+        env["CELERY_BROKER_URL"] = url.rsplit("/", 1)[0] + "/13"
+    else:  # the filesystem broker lives in TIMONIER_VAR_DIR
+        env["TIMONIER_VAR_DIR"] = str(tmp_path / "var")
+    return env
+
+
 def test_worker_killed_mid_batch_loses_and_duplicates_nothing(live_db_env, tmp_path):
     project = ProjectFactory()
     expected = _enqueue(project)
+    env = _private_broker(live_db_env, tmp_path)
 
-    first = CeleryWorker(live_db_env, tmp_path / "worker-1.log")
+    first = CeleryWorker(env, tmp_path / "worker-1.log")
     try:
         first.wait_until(first.ready, 60, 'did not log "ready"')
         first.wake(project.pk)
@@ -59,7 +71,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(live_db_env, tmp_p
         wait_for(
             lambda: Event.objects.filter(project=project).exists() and Command.objects.filter(project=project).exists(),
             timeout=60,
-            what="the first worker to commit a batch",
+            what=f"the first worker to commit a batch\n{first.log_tail()}",
         )
         os.killpg(first.proc.pid, signal.SIGKILL)
         first.proc.wait(timeout=10)
@@ -68,7 +80,7 @@ def test_worker_killed_mid_batch_loses_and_duplicates_nothing(live_db_env, tmp_p
     stored_at_crash = Event.objects.filter(project=project).count()
     assert 0 < stored_at_crash < len(expected)
 
-    second = CeleryWorker(live_db_env, tmp_path / "worker-2.log")
+    second = CeleryWorker(env, tmp_path / "worker-2.log")
     try:
         second.wait_until(second.ready, 60, 'did not log "ready"')
         second.wait_processed(project.pk, timeout=120)
