@@ -1,6 +1,7 @@
 # Timonier: developer entry points.
 #   make run     the whole platform on this machine (SQLite, filesystem broker): UI :3010, API :3030
 #   make test    lint, then the test suite against a throwaway PostgreSQL 15 and Redis (ARGS="-k foo")
+#   make bench   ingest throughput and latency against a live API (bench/ingest.py)
 #   make lint    ruff
 #   make clean   remove the virtualenv and var/
 
@@ -14,10 +15,10 @@ STAMP := $(VENV)/.installed
 NODE_STAMP := node_modules/.installed
 ARGS ?=
 
-.PHONY: help venv run test lint clean
+.PHONY: help venv run test bench lint clean
 
 help:
-	@echo "make venv | run | test [ARGS='-k foo'] | lint | clean"
+	@echo "make venv | run | test [ARGS='-k foo'] | bench | lint | clean"
 
 venv: $(STAMP)
 
@@ -47,6 +48,9 @@ $(NODE_STAMP): package-lock.json package.json
 
 test: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/testenv.py $(ARGS)
+
+bench: venv
+	PATH="$(BIN):$$PATH" $(BIN)/python bench/ingest.py
 
 lint: venv
 	$(BIN)/ruff check .
