@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGES_PER_BATCH = 5000
 MAX_COMMANDS_PER_BATCH = 1000
+LAST_SEEN_RESOLUTION = 60.0  # seconds
 MAX_ATTEMPTS = 3  # a command failing this often alone is set aside (FailedCommand)
 CUSTOMER_ID = Identity.Kind.CUSTOMER_ID
 ANONYMOUS_ID = Identity.Kind.ANONYMOUS_ID
@@ -53,6 +54,15 @@ class Profile:
     merged_into: "Profile | None" = None
     changed_traits: set = field(default_factory=set)
     event_names: set = field(default_factory=set)
+    # What the database holds (epoch seconds), to tell whether the seen-times moved enough to write.
+    stored_first: float | None = None
+    stored_last: float | None = None
+
+    def __post_init__(self):
+        if self.stored_first is None and self.first_seen_at is not None:
+            self.stored_first = self.first_seen_at.timestamp()
+        if self.stored_last is None and self.last_seen_at is not None:
+            self.stored_last = self.last_seen_at.timestamp()
 
     def final(self) -> "Profile":
         profile = self
@@ -64,9 +74,25 @@ class Profile:
         if at is None:
             return
         if self.first_seen_at is None or at < self.first_seen_at:
-            self.first_seen_at, self.dirty = at, True
+            self.first_seen_at = at
         if self.last_seen_at is None or at > self.last_seen_at:
-            self.last_seen_at, self.dirty = at, True
+            self.last_seen_at = at
+
+    def needs_write(self) -> bool:
+        """Whether the row must be updated: content changed, or the seen-times moved.
+
+        `last_seen_at` is kept to LAST_SEEN_RESOLUTION: a customer sending a stream of events is
+        written once a minute, not once per batch (the update is most of a batch's cost).
+        """
+        if self.dirty or self.new:
+            return True
+        if self.first_seen_at is not None and (
+            self.stored_first is None or self.first_seen_at.timestamp() < self.stored_first
+        ):
+            return True
+        return self.last_seen_at is not None and (
+            self.stored_last is None or self.last_seen_at.timestamp() >= self.stored_last + LAST_SEEN_RESOLUTION
+        )
 
     def set_traits(self, traits: dict, at_ms: int) -> None:
         """Merge traits; a null removes one. A trait set by a newer call is not overwritten."""
@@ -144,10 +170,8 @@ class Batch:
             full = {pk for value, pk in found if pk in missing and (kind, value) in with_traits}
             for row in storage.customers_load(full):
                 self.profiles_by_pk[row["pk"]] = Profile(**row)
-            for pk, external_id in storage.select_in(
-                "SELECT id, external_id FROM cdp_customer WHERE id {values}", [], missing - full
-            ):
-                self.profiles_by_pk[pk] = Profile(pk, external_id)
+            for pk, external_id, stored_first, stored_last in storage.customers_load_light(missing - full):
+                self.profiles_by_pk[pk] = Profile(pk, external_id, stored_first=stored_first, stored_last=stored_last)
             for value, pk in found:
                 self.identities[(kind, value)] = self.profiles_by_pk[pk]
 
@@ -337,7 +361,9 @@ class Batch:
         ]
         Identity.objects.bulk_create(identities, ignore_conflicts=True)
         updates = [
-            p for p in self.profiles_by_pk.values() if p.dirty and p.merged_into is None and id(p) not in deleted
+            p
+            for p in self.profiles_by_pk.values()
+            if p.merged_into is None and id(p) not in deleted and p.needs_write()
         ] + [p for p in creating if p.dirty]
         storage.customers_update(
             [

@@ -145,6 +145,18 @@ def customers_load(ids: Iterable[int]) -> list[dict]:
     ]
 
 
+def customers_load_light(ids: Iterable[int]) -> list[tuple[int, str | None, float, float]]:
+    """(id, external_id, first seen, last seen as epoch seconds): what a batch of events needs."""
+    if is_postgres():
+        sql = (
+            "SELECT id, external_id, EXTRACT(EPOCH FROM first_seen_at)::float8, "
+            "EXTRACT(EPOCH FROM last_seen_at)::float8 FROM cdp_customer WHERE id {values}"
+        )
+        return select_in(sql, [], ids)
+    rows = select_in("SELECT id, external_id, first_seen_at, last_seen_at FROM cdp_customer WHERE id {values}", [], ids)
+    return [(pk, ext, _aware(first).timestamp(), _aware(last).timestamp()) for pk, ext, first, last in rows]
+
+
 def _json(value):
     return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
