@@ -15,7 +15,6 @@ Needs `npm ci` in the repository root (package.json pins the version).
 
 import base64
 import json
-import os
 import socket
 import threading
 import time
@@ -28,12 +27,9 @@ import pytest
 
 from cdp.models import Customer, Event, Identity
 from organizations.api_keys import api_key_create
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.factories import ProjectFactory
 from tests.live import wait_for
-
-# Playwright's sync API keeps an asyncio loop on the test thread, which makes Django refuse ORM
-# calls from the test ("You cannot call this from an async context"): a false alarm here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -41,16 +37,6 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "node_modules" / "@segment" / "analytics-next"
 BUNDLES = PACKAGE / "dist" / "umd"
 PAGE = Path(__file__).resolve().parent / "sdk_page" / "index.html"
-CHROMIUM = os.environ.get("TIMONIER_E2E_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
 LOOPBACK = {"127.0.0.1", "localhost"}
 DELIVERY_TIMEOUT = 15  # seconds for analytics.js to get the API's answers
 

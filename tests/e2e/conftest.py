@@ -6,7 +6,6 @@ links at the live server and its email at the SMTP server of the test.
 
 import email
 import email.policy
-import os
 import re
 import socket
 import threading
@@ -18,22 +17,7 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
-# Playwright's sync API keeps an asyncio loop on the test thread, which makes Django refuse ORM
-# calls from the test ("You cannot call this from an async context"). The test code is plain
-# synchronous code, so the guard is a false alarm here.
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-CHROMIUM = os.environ.get("TIMONIER_E2E_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--disable-quic",
-    "--no-first-run",
-]
-
+from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 # --- SMTP --------------------------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from organizations.api_keys import api_key_authenticate
 from organizations.models import ApiKey, Project, Role
 
 from ..factories import MembershipFactory, ProjectFactory, UserFactory, totp_code, totp_code_for_secret
+from ..live import wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -157,7 +158,14 @@ def test_guide_sections_1_to_4(page: Page, e2e, smtp_server, api_server, celery_
     for endpoint in ("identify", "track"):
         answer = run_guide_curl(commands[endpoint], api_server.url, raw_key)
         assert answer["success"] is True and re.fullmatch(r"[0-9a-f-]{36}", answer["command_id"]), answer
-    assert [(r.path, r.status) for r in api_server.requests(since=mark)] == [("/v1/identify", 202), ("/v1/track", 202)]
+    # gunicorn writes its access log line just after the response: wait for both lines.
+    wait_for(
+        lambda: (
+            [(r.path, r.status) for r in api_server.requests(since=mark)] == [("/v1/identify", 202), ("/v1/track", 202)]
+        ),
+        timeout=10,
+        what="the API's access log of the two calls",
+    )
     celery_worker.wait_processed(key.project_id)
 
     # 4. Verify it worked.
