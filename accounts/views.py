@@ -128,7 +128,9 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
             if codes is None:
                 state["failures"] += 1
                 if state["failures"] >= settings.TOTP_SETUP_MAX_FAILURES:
-                    state["locked_until"] = time.time() + 2 ** (state["failures"] - settings.TOTP_SETUP_MAX_FAILURES)
+                    # Locked 30 s after the fifth wrong code, doubling with each further one.
+                    lock = 30 * 2 ** (state["failures"] - settings.TOTP_SETUP_MAX_FAILURES)
+                    state["locked_until"] = time.time() + lock
                 request.session[session_key] = state
                 form.add_error("code", "That code is not valid. Check the time on your phone and try the current code.")
             else:
