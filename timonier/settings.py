@@ -48,7 +48,6 @@ INSTALLED_APPS = [
     "django_otp",
     "django_otp.plugins.otp_totp",
     "django_otp.plugins.otp_static",
-    "rest_framework",
     "accounts",
     "organizations",
     "cdp",
@@ -177,14 +176,6 @@ CACHES = {
 # seconds of that rate a burst may use at once.
 API_RATE_LIMIT = env.int("API_RATE_LIMIT", default=3000)
 API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
-
-REST_FRAMEWORK = {
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": [],
-    "UNAUTHENTICATED_USER": None,
-}
 
 LOGGING = {
     "version": 1,
