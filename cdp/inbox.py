@@ -1,6 +1,7 @@
 """The inbox of accepted commands: the API's only write, and how workers are woken."""
 
 import logging
+import queue
 import threading
 import time
 import uuid
@@ -17,6 +18,9 @@ WAKE_INTERVAL = 0.05  # seconds: at most one wake-up message per project and pro
 _last_wake: dict[int, float] = {}
 _trailing: set[int] = set()
 _wake_lock = threading.Lock()
+_outbox: queue.SimpleQueue = queue.SimpleQueue()
+_publisher: threading.Thread | None = None
+_queued: set[int] = set()
 
 
 def commands_enqueue(*, project_id: int, messages: list[dict], received_at: datetime) -> uuid.UUID:
@@ -59,7 +63,28 @@ def wake(project_id: int) -> None:
                 timer.daemon = True
                 timer.start()
             return
-    _publish(project_id)
+    _hand_off(project_id)
+
+
+def _hand_off(project_id: int) -> None:
+    """Publish from a background thread: a request never waits for the broker (nor on its outage)."""
+    global _publisher
+    with _wake_lock:
+        if _publisher is None or not _publisher.is_alive():  # none yet, or lost in a fork
+            _publisher = threading.Thread(target=_publish_forever, name="cdp-wake", daemon=True)
+            _publisher.start()
+        if project_id in _queued:  # already waiting to be sent (say, while the broker is slow)
+            return
+        _queued.add(project_id)
+    _outbox.put(project_id)
+
+
+def _publish_forever() -> None:
+    while True:
+        project_id = _outbox.get()
+        with _wake_lock:
+            _queued.discard(project_id)
+        _publish(project_id)
 
 
 def _wake_trailing(project_id: int) -> None:
