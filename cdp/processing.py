@@ -328,7 +328,6 @@ class Batch:
             )
             for profile, row in zip(creating, created, strict=True):
                 profile.pk = row.pk
-                profile.dirty = False
             self.result.customers_created += len(creating)
 
         # Merges: move what the database holds of each persisted secondary to its final primary.
@@ -360,11 +359,12 @@ class Batch:
             if (kind, value) in self.identities and id(profile.final()) not in deleted
         ]
         Identity.objects.bulk_create(identities, ignore_conflicts=True)
+        # Profiles created above were inserted whole; only loaded ones may need an update.
         updates = [
             p
             for p in self.profiles_by_pk.values()
             if p.merged_into is None and id(p) not in deleted and p.needs_write()
-        ] + [p for p in creating if p.dirty]
+        ]
         storage.customers_update(
             [
                 (
