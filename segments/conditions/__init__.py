@@ -1,0 +1,24 @@
+"""The condition language segments and workflows share: JSON conditions on traits and events.
+
+- `validate(condition)`: every problem, each as `path: message`.
+- `matches(condition, traits=, events=, now=)`: evaluate for one customer in Python.
+- `compile_sql(condition, now=)`: the same answer as a filter over `Customer` (PostgreSQL, SQLite).
+- `referenced_traits`, `referenced_events`, `uses_relative_window`: what a condition depends on.
+
+The grammar and the value rules both evaluators follow are described in `grammar`.
+"""
+
+from .evaluation import matches
+from .references import referenced_events, referenced_traits, uses_relative_window
+from .sql import compile_sql
+from .validation import InvalidCondition, validate
+
+__all__ = [
+    "InvalidCondition",
+    "compile_sql",
+    "matches",
+    "referenced_events",
+    "referenced_traits",
+    "uses_relative_window",
+    "validate",
+]
