@@ -264,8 +264,12 @@ def test_dashboard_shows_chart_counts_and_latest_events(personas):
     customer = jane(personas.project)
     old = make_customer(personas.project, "user_old")
     Customer.objects.filter(pk=old.pk).update(created_at=clock.now() - timedelta(days=30))
-    make_event(customer, "purchase", ago=timedelta(hours=2))
-    make_event(customer, "purchase", ago=timedelta(hours=2, minutes=1))
+    # Two events in one hour of the chart: at half past and 29 past, two hours ago (so the test
+    # does not depend on the minute it runs at).
+    now = clock.now()
+    half_past = now.replace(minute=30, second=0, microsecond=0) - timedelta(hours=2)
+    make_event(customer, "purchase", ago=now - half_past)
+    make_event(customer, "purchase", ago=now - half_past + timedelta(minutes=1))
     make_event(customer, "signup", ago=timedelta(days=8))  # outside the chart's window
     make_event(jane(personas.other_project), "not_ours")
 

@@ -7,6 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from segments.conditions import matches, validate
+from segments.conditions.grammar import OPERATORS
 from tests.factories import ProjectFactory
 
 from .conditions_support import NOW, as_event, matched_ids, store_customer
@@ -58,26 +59,7 @@ customers = st.lists(st.tuples(trait_dicts, st.lists(events, max_size=5)), min_s
 @st.composite
 def operations(draw):
     """An op and its value (absent for is_set / is_not_set), of a type the op accepts."""
-    op = draw(
-        st.sampled_from(
-            [
-                "equals",
-                "not_equals",
-                "greater_than",
-                "less_than",
-                "greater_than_or_equals",
-                "less_than_or_equals",
-                "contains",
-                "not_contains",
-                "starts_with",
-                "ends_with",
-                "in",
-                "not_in",
-                "is_set",
-                "is_not_set",
-            ]
-        )
-    )
+    op = draw(st.sampled_from(OPERATORS))
     if op in ("is_set", "is_not_set"):
         return {"op": op}
     if op in ("in", "not_in"):
