@@ -298,3 +298,19 @@ def test_a_command_that_always_fails_is_set_aside_and_the_rest_flows(api):
     call_command("replay_failed_commands", stdout=io.StringIO())
     assert Command.objects.filter(project=api.project).count() == 1
     assert not FailedCommand.objects.exists()
+
+
+def test_text_with_tabs_newlines_and_backslashes_is_stored_exactly(api):
+    tricky = 'a\tb\nc\rd\\e "quoted" \\n literal'
+    api.post(
+        "/v1/page",
+        {"customer_id": "u", "name": tricky, "message_id": "m\\1\t2", "properties": {"k\t": tricky, "path": "C:\\x"}},
+    )
+    api.post("/v1/track", {"anonymous_id": "anon\\id", "event": "e", "context": {"ua": tricky}})
+    api.process()
+    page = Event.objects.get(type="page")
+    assert page.name == tricky
+    assert page.message_id == "m\\1\t2"
+    assert page.properties == {"k\t": tricky, "path": "C:\\x"}
+    assert Event.objects.get(type="track").context == {"ua": tricky}
+    assert Identity.objects.filter(value="anon\\id").exists()
