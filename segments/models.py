@@ -1,0 +1,73 @@
+"""Segments: a named condition over a project's customers, who is in it now, and who came and went."""
+
+from django.db import models
+
+from cdp.models import Customer
+from organizations.models import Project
+from timonier import clock
+
+
+class Segment(models.Model):
+    class Status(models.TextChoices):
+        BUILDING = "building", "Building"
+        READY = "ready", "Ready"
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
+    name = models.CharField(max_length=100)
+    description = models.TextField(blank=True, default="")
+    # A condition of `segments.conditions`, validated by the services before it is ever stored.
+    condition = models.JSONField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
+    # Kept by every membership change, so lists never count members.
+    member_count = models.PositiveIntegerField(default=0)
+    last_computed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+    updated_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A customer currently in a segment."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships", db_index=False)
+    customer = models.ForeignKey(Customer, on_delete=models.CASCADE, related_name="segment_memberships")
+    entered_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "customer"], name="segments_membership_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["segment", "-entered_at"], name="segments_membership_recent"),
+        ]
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id} in segment {self.segment_id}"
+
+
+class MembershipChange(models.Model):
+    """One entry or exit, kept for timelines and charts after the customer or membership is gone."""
+
+    class Kind(models.TextChoices):
+        ENTERED = "entered", "Entered"
+        EXITED = "exited", "Exited"
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes", db_index=False)
+    # A plain id, not a foreign key: the history outlives the customer's deletion.
+    customer_id = models.BigIntegerField()
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    at = models.DateTimeField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["customer_id", "-at"], name="segments_change_customer"),
+            models.Index(fields=["segment", "-at"], name="segments_change_segment"),
+        ]
+
+    def __str__(self) -> str:
+        return f"customer {self.customer_id} {self.kind} segment {self.segment_id} at {self.at:%Y-%m-%d %H:%M}"
