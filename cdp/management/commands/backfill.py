@@ -8,6 +8,7 @@ from tqdm import tqdm
 
 from cdp import inbox, processing
 from cdp.messages import SHORT_TYPES, MessageError, normalize
+from organizations.management.project_option import project_from_option
 from organizations.models import Project
 from timonier import clock
 
@@ -29,10 +30,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-errors-shown", type=int, default=50, help="rejected lines listed in the summary")
 
     def handle(self, *args, path: str, project: str, process: bool, max_errors_shown: int, **options):
-        org_slug, _, project_slug = project.partition("/")
-        target = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
-        if target is None:
-            raise CommandError(f"--project {project!r}: no such project (use ORG/PROJECT slugs)")
+        target = project_from_option(project)
         try:
             stream = sys.stdin.buffer if path == "-" else open(path, "rb")  # noqa: SIM115
         except OSError as exc:

@@ -1,10 +1,10 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand
 from django.db import transaction
 
 from cdp.inbox import wake
 from cdp.models import Command as InboxCommand
 from cdp.models import FailedCommand
-from organizations.models import Project
+from organizations.management.project_option import project_from_option
 
 
 class Command(BaseCommand):
@@ -16,10 +16,7 @@ class Command(BaseCommand):
     def handle(self, *args, project: str | None, **options):
         failed = FailedCommand.objects.order_by("id")
         if project:
-            org_slug, _, project_slug = project.partition("/")
-            target = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
-            if target is None:
-                raise CommandError(f"--project {project!r}: no such project (use ORG/PROJECT slugs)")
+            target = project_from_option(project)
             failed = failed.filter(project=target)
         projects = set()
         count = 0

@@ -3,7 +3,7 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from organizations.models import Project
+from organizations.management.project_option import project_from_option
 from segments.membership import membership_rebuild
 from segments.models import Segment
 
@@ -21,10 +21,7 @@ class Command(BaseCommand):
     def handle(self, *args, project: str | None, segment: int | None, **options):
         segments = Segment.objects.select_related("project__organization").order_by("project_id", "pk")
         if project:
-            org_slug, _, project_slug = project.partition("/")
-            target = Project.objects.filter(organization__slug=org_slug, slug=project_slug).first()
-            if target is None:
-                raise CommandError(f"--project {project!r}: no such project (use ORG/PROJECT slugs)")
+            target = project_from_option(project)
             segments = segments.filter(project=target)
         if segment is not None:
             segments = segments.filter(pk=segment)
