@@ -330,6 +330,11 @@ class Batch:
                 profile.pk = row.pk
             self.result.customers_created += len(creating)
 
+        erased = [p.pk for p in self.deletions if p.pk is not None]
+        removing = [s.pk for s, _ in self.merges if s.pk is not None and id(s.final()) not in deleted] + erased
+        if removing:
+            signals.customers_removing.send(sender=Batch, project_id=self.project_id, customer_ids=removing)
+
         # Merges: move what the database holds of each persisted secondary to its final primary.
         for secondary, _ in self.merges:
             if secondary.pk is None:
@@ -344,7 +349,6 @@ class Batch:
             )
             Customer.objects.filter(pk=secondary.pk).delete()
 
-        erased = [p.pk for p in self.deletions if p.pk is not None]
         for chunk in storage.ids_in(erased):
             self.new_suppressions.update(Identity.objects.filter(customer_id__in=chunk).values_list("kind", "value"))
             Customer.objects.filter(project_id=self.project_id, pk__in=chunk).delete()
@@ -403,19 +407,25 @@ class Batch:
         storage.events_insert(rows)
         self.result.events += len(rows)
 
-    def changes(self) -> dict[int, tuple[set, set]]:
-        """What changed per surviving customer: (trait names, event names), for segment updates."""
+    def changes(self) -> tuple[dict[int, tuple[set, set]], set[int]]:
+        """What changed per surviving customer, for segment updates: (trait names, event names)
+        by customer id, and the ids of customers created or merged into, whose every segment must
+        be re-checked (a new customer can match `is_not_set`; a merge brings another's events)."""
         changed: dict[int, tuple[set, set]] = {}
+        recheck_all: set[int] = set()
+        deleted = {id(p) for p in self.deletions}
         for profile in [*self.profiles_by_pk.values(), *self.new_profiles]:
             final = profile.final()
-            if final.pk is None or not (
-                profile.changed_traits or profile.event_names or profile.new or profile.merged_into
-            ):
+            if final.pk is None or id(final) in deleted:
+                continue
+            if profile.new or profile.merged_into is not None:
+                recheck_all.add(final.pk)
+            if not (profile.changed_traits or profile.event_names or profile.new or profile.merged_into):
                 continue
             traits, events = changed.setdefault(final.pk, (set(), set()))
             traits |= profile.changed_traits
             events |= profile.event_names
-        return changed
+        return changed, recheck_all
 
 
 def _references(message: dict) -> list[tuple[str, str]]:
@@ -544,9 +554,11 @@ def _commands_process(project_id: int, max_commands: int) -> BatchResult | None:
         batch.flush(received_at)
         for chunk in storage.ids_in([c[0] for c in claimed]):
             Command.objects.filter(pk__in=chunk).delete()
-        changes = batch.changes()
+        changes, recheck_all = batch.changes()
         transaction.on_commit(
-            lambda: signals.customers_changed.send(sender=Batch, project_id=project_id, changes=changes)
+            lambda: signals.customers_changed.send(
+                sender=Batch, project_id=project_id, changes=changes, recheck_all=recheck_all
+            )
         )
     logger.info(
         "processed project=%s commands=%s messages=%s events=%s duplicates=%s",

@@ -1,7 +1,10 @@
 """What the CDP tells other apps. `cdp` knows nothing of segments or workflows: they subscribe.
 
-- `customers_changed(project_id, changes)`: after a batch commits; `changes` maps each customer
-  id to (names of traits that changed, names of events tracked).
+- `customers_changed(project_id, changes, recheck_all)`: after a batch commits; `changes` maps
+  each customer id to (names of traits that changed, names of events tracked); `recheck_all` is
+  the set of customer ids created or merged into by the batch, on which anything may now hold.
+- `customers_removing(project_id, customer_ids)`: inside the batch's transaction, once, before
+  the batch deletes customers (merged into another, or erased), so their memberships can end.
 - `customer_merged(project_id, secondary_id, primary_id)`: inside the batch's transaction, before
   the secondary customer row is deleted.
 """
@@ -9,4 +12,5 @@
 from django.dispatch import Signal
 
 customers_changed = Signal()
+customers_removing = Signal()
 customer_merged = Signal()

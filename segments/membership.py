@@ -18,12 +18,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef, QuerySet
+from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models.expressions import RawSQL
 
 from cdp.models import Customer
 from timonier import clock
 
-from .conditions import compile_sql
+from .conditions import compile_sql, referenced_events, referenced_segments, referenced_traits
 from .models import Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited
 
@@ -38,7 +39,8 @@ class Changes:
 
 
 def membership_rebuild(segment: Segment, *, now: datetime | None = None) -> tuple[int, int]:
-    """Recompute the whole membership of `segment` at `now`; returns (entries, exits)."""
+    """Recompute the whole membership of `segment` at `now`, then re-check the customers who
+    entered or left it in the segments that use it; returns (entries, exits) of `segment`."""
     now = now or clock.now()
     with transaction.atomic():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
@@ -49,6 +51,10 @@ def membership_rebuild(segment: Segment, *, now: datetime | None = None) -> tupl
             status=Segment.Status.READY,
         )
         _signal_on_commit([changes])
+    moved = changes.entered + changes.exited
+    dependents = segments_depending_on(segment.project_id, {segment.pk})
+    if moved and dependents:
+        _update(segment.project_id, {pk: moved for pk in dependents}, now)
     return len(changes.entered), len(changes.exited)
 
 
@@ -59,26 +65,164 @@ def membership_update(
     now: datetime | None = None,
     segment_ids: Iterable[int] | None = None,
 ) -> tuple[int, int]:
-    """Re-check only `customer_ids` against the project's segments (or those of `segment_ids`,
-    e.g. the ones `selectors.segments_affected_by` finds for a batch); returns total (entries, exits)."""
+    """Re-check only `customer_ids` against the project's segments (or those of `segment_ids`
+    and the segments using them); returns total (entries, exits)."""
     customer_ids = list(customer_ids)
     if not customer_ids:
         return 0, 0
-    now = now or clock.now()
-    scope = Customer.objects.filter(project_id=project_id, pk__in=customer_ids)
     targets = Segment.objects.filter(project_id=project_id)
     if segment_ids is not None:
         targets = targets.filter(pk__in=list(segment_ids))
+    return _update(project_id, {pk: customer_ids for pk in targets.values_list("pk", flat=True)}, now)
+
+
+def membership_apply_changes(
+    project_id: int,
+    changes: dict[int, tuple[set, set]],
+    recheck_all: set[int] = frozenset(),
+    *,
+    now: datetime | None = None,
+) -> tuple[int, int]:
+    """Bring membership up to date after an ingest batch: each segment re-checks only the
+    customers whose changed traits or tracked events it reads (all segments for `recheck_all`)."""
+    scopes: dict[int, list[int]] = {}
+    for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
+        reads_trait = _trait_reader(referenced_traits(condition))
+        events = referenced_events(condition)
+        scope = [
+            customer_id
+            for customer_id, (traits, tracked) in changes.items()
+            if customer_id in recheck_all or not events.isdisjoint(tracked) or any(map(reads_trait, traits))
+        ]
+        scope.extend(recheck_all.difference(changes))
+        if scope:
+            scopes[pk] = scope
+    if not scopes:
+        return 0, 0
+    return _update(project_id, scopes, now)
+
+
+def memberships_end(project_id: int, customer_ids: list[int], *, now: datetime | None = None) -> int:
+    """End every membership of customers about to be deleted (merged into another, or erased),
+    with history and `segment_exited`; runs inside the caller's transaction. Returns the exits."""
+    now = now or clock.now()
+    ids_sql, ids_param = _ids_select(customer_ids)
+    segment_ids = list(
+        Segment.objects.filter(project_id=project_id, memberships__customer_id__in=_ids_in(customer_ids))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    if not segment_ids:
+        return 0
+    table = connection.ops.quote_name(Membership._meta.db_table)
+    all_changes = []
+    # Locked in id order, like every computation, before any membership row is touched.
+    for segment in Segment.objects.filter(pk__in=segment_ids).select_for_update().order_by("pk"):
+        changes = Changes(segment)
+        changes.exited = _returned_ids(
+            f"DELETE FROM {table} WHERE segment_id = %s AND customer_id IN ({ids_sql}) RETURNING customer_id",  # noqa: S608
+            [segment.pk, ids_param],
+        )
+        _record(segment, MembershipChange.Kind.EXITED, changes.exited, now)
+        if changes.exited:
+            Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") - len(changes.exited))
+        all_changes.append(changes)
+    _signal_on_commit(all_changes)
+    return sum(len(changes.exited) for changes in all_changes)
+
+
+def segments_depending_on(project_id: int, segment_ids: set[int]) -> set[int]:
+    """Every segment whose condition reads one of `segment_ids`, directly or through others."""
+    readers: dict[int, set[int]] = {}
+    for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
+        for used in referenced_segments(condition):
+            readers.setdefault(used, set()).add(pk)
+    found: set[int] = set()
+    pending = list(segment_ids)
+    while pending:
+        for reader in readers.get(pending.pop(), ()):
+            if reader not in found:
+                found.add(reader)
+                pending.append(reader)
+    return found - set(segment_ids)
+
+
+def dependency_order(segments: list[Segment]) -> list[Segment]:
+    """`segments` with every segment after the segments it reads (services refuse cycles)."""
+    by_pk = {segment.pk: segment for segment in segments}
+    ordered: list[Segment] = []
+    placed: set[int] = set()
+
+    def place(segment: Segment, path: frozenset) -> None:
+        if segment.pk in placed or segment.pk in path:
+            return
+        for used in sorted(referenced_segments(segment.condition)):
+            if used in by_pk:
+                place(by_pk[used], path | {segment.pk})
+        placed.add(segment.pk)
+        ordered.append(segment)
+
+    for segment in sorted(segments, key=lambda s: s.pk):
+        place(segment, frozenset())
+    return ordered
+
+
+def _update(project_id: int, scopes: dict[int, list[int]], now: datetime | None) -> tuple[int, int]:
+    """Re-check, for each segment id of `scopes`, its customers; a segment reading another is
+    computed after it and also re-checks the customers that entered or left it."""
+    now = now or clock.now()
+    scopes = {pk: set(ids) for pk, ids in scopes.items()}
+    for dependent in segments_depending_on(project_id, set(scopes)):
+        scopes.setdefault(dependent, set())
     with transaction.atomic():
+        # Locks are taken in id order (no deadlock with another computation); the work is then
+        # done in dependency order.
+        locked = list(
+            Segment.objects.filter(project_id=project_id, pk__in=list(scopes)).select_for_update().order_by("pk")
+        )
         all_changes = []
-        for segment in targets.select_for_update().order_by("pk"):
+        for segment in dependency_order(locked):
+            for used in referenced_segments(segment.condition):
+                for changes in all_changes:
+                    if changes.segment.pk == used:
+                        scopes[segment.pk].update(changes.entered, changes.exited)
+            if not scopes[segment.pk]:
+                continue
+            scope = Customer.objects.filter(project_id=project_id, pk__in=_ids_in(sorted(scopes[segment.pk])))
             changes = _apply(segment, scope, now)
             delta = len(changes.entered) - len(changes.exited)
             if delta:
-                Segment.objects.filter(pk=segment.pk).update(member_count=segment.member_count + delta)
+                Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + delta)
             all_changes.append(changes)
         _signal_on_commit(all_changes)
     return sum(len(c.entered) for c in all_changes), sum(len(c.exited) for c in all_changes)
+
+
+def _trait_reader(read: set[str]):
+    """A test of whether changing a trait can change one of the `read` dotted names: setting
+    `address` changes `address.city`, and setting `address.city` changes `address`."""
+    prefixes = {".".join(name.split(".")[:i]) for name in read for i in range(1, name.count(".") + 2)}
+
+    def reads(changed: str) -> bool:
+        if changed in prefixes:
+            return True
+        steps = changed.split(".")
+        return any(".".join(steps[:i]) in read for i in range(1, len(steps)))
+
+    return reads
+
+
+def _ids_select(ids: list[int]) -> tuple[str, object]:
+    """A subquery of the ids with one parameter: an array on PostgreSQL, a JSON array on SQLite."""
+    if connection.vendor == "postgresql":
+        return "SELECT unnest(%s::bigint[]) AS id", list(ids)
+    return "SELECT value AS id FROM json_each(%s)", json.dumps(list(ids))
+
+
+def _ids_in(ids: list[int]) -> RawSQL:
+    """`_ids_select` as the right-hand side of an `__in` lookup."""
+    sql, param = _ids_select(ids)
+    return RawSQL(sql, [param])  # noqa: S611 (the text is fixed; the ids are a parameter)
 
 
 def _apply(segment: Segment, scope: QuerySet[Customer], now: datetime) -> Changes:
@@ -120,10 +264,7 @@ def _record(segment: Segment, kind: str, customer_ids: list[int], at: datetime) 
     if not customer_ids:
         return
     table = connection.ops.quote_name(MembershipChange._meta.db_table)
-    if connection.vendor == "postgresql":
-        ids_sql, ids_param = "SELECT unnest(%s::bigint[]) AS id", customer_ids
-    else:
-        ids_sql, ids_param = "SELECT value AS id FROM json_each(%s)", json.dumps(customer_ids)
+    ids_sql, ids_param = _ids_select(customer_ids)
     with connection.cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {table} (segment_id, customer_id, kind, at) "  # noqa: S608

@@ -86,6 +86,14 @@ BEAT_SCHEDULE = {
         "task": "cdp.tasks.sweep_commands_task",
         "schedule": timedelta(seconds=1),
     },
+    "segments-refresh-windows": {
+        "task": "segments.tasks.segments_refresh_windows_task",
+        "schedule": timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS),
+    },
+    "segments-reconcile": {
+        "task": "segments.tasks.segments_reconcile_task",
+        "schedule": timedelta(seconds=settings.SEGMENT_RECONCILE_SECONDS),
+    },
     "accounts-purge-expired-verifications": {
         "task": "accounts.tasks.purge_expired_verifications_task",
         "schedule": timedelta(hours=1),

@@ -177,6 +177,11 @@ CACHES = {
 API_RATE_LIMIT = env.int("API_RATE_LIMIT", default=3000)
 API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
 
+# Segments: how often segments with a relative time window are re-evaluated (customers age out
+# of "purchased in the last 7 days"), and how often every segment is rebuilt from scratch.
+SEGMENT_WINDOW_REFRESH_SECONDS = env.int("SEGMENT_WINDOW_REFRESH_SECONDS", default=60)
+SEGMENT_RECONCILE_SECONDS = env.int("SEGMENT_RECONCILE_SECONDS", default=3600)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

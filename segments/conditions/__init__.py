@@ -3,13 +3,14 @@
 - `validate(condition)`: every problem, each as `path: message`.
 - `matches(condition, traits=, events=, now=)`: evaluate for one customer in Python.
 - `compile_sql(condition, now=)`: the same answer as a filter over `Customer` (PostgreSQL, SQLite).
-- `referenced_traits`, `referenced_events`, `uses_relative_window`: what a condition depends on.
+- `referenced_traits`, `referenced_events`, `referenced_segments`, `uses_relative_window`: what a
+  condition depends on.
 
 The grammar and the value rules both evaluators follow are described in `grammar`.
 """
 
 from .evaluation import matches
-from .references import referenced_events, referenced_traits, uses_relative_window
+from .references import referenced_events, referenced_segments, referenced_traits, uses_relative_window
 from .sql import compile_sql
 from .validation import InvalidCondition, validate
 
@@ -18,6 +19,7 @@ __all__ = [
     "compile_sql",
     "matches",
     "referenced_events",
+    "referenced_segments",
     "referenced_traits",
     "uses_relative_window",
     "validate",

@@ -1,5 +1,6 @@
 """Evaluating a condition in Python for one customer (see `grammar` for the value rules)."""
 
+from collections.abc import Collection
 from datetime import datetime
 
 from .grammar import (
@@ -17,21 +18,26 @@ from .validation import ensure_valid
 MISSING = object()
 
 
-def matches(condition: dict, *, traits: dict, events: list[dict], now: datetime) -> bool:
+def matches(
+    condition: dict, *, traits: dict, events: list[dict], now: datetime, segments: Collection[int] = ()
+) -> bool:
     """Whether a customer with these traits and events (dicts with name, type, properties and an
-    aware timestamp) matches the condition at `now`. Raises InvalidCondition if it is not valid."""
+    aware timestamp), member of `segments` (ids), matches the condition at `now`. Raises
+    InvalidCondition if it is not valid."""
     ensure_valid(condition)
-    return _matches(condition, traits, events, now)
+    return _matches(condition, traits, events, now, frozenset(segments))
 
 
-def _matches(node: dict, traits: dict, events: list[dict], now: datetime) -> bool:
+def _matches(node: dict, traits: dict, events: list[dict], now: datetime, segments: frozenset) -> bool:
     kind = node["type"]
     if kind == "and":
-        return all(_matches(child, traits, events, now) for child in node["conditions"])
+        return all(_matches(child, traits, events, now, segments) for child in node["conditions"])
     if kind == "or":
-        return any(_matches(child, traits, events, now) for child in node["conditions"])
+        return any(_matches(child, traits, events, now, segments) for child in node["conditions"])
     if kind == "not":
-        return not _matches(node["condition"], traits, events, now)
+        return not _matches(node["condition"], traits, events, now, segments)
+    if kind == "segment":
+        return node["segment_id"] in segments
     if kind == "trait":
         return value_matches(lookup(traits, node["name"]), node["op"], node.get("value"))
     return _event_matches(node, events, now)

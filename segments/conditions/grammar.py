@@ -20,6 +20,11 @@ they ask for at least one. `within` keeps events at or after `now` minus the win
 events included, even ones stamped in the future); `between` keeps `from <= timestamp < to`,
 a date without a time being midnight UTC. All `where` filters must hold on the same event.
 A `count` of `equals 0` holds for a customer with no events at all.
+
+A segment condition `{"type": "segment", "segment_id": 12}` holds for the customers currently
+in that segment (of the same project; wrap it in `not` for "not in"). Whether the segment
+exists, belongs to the project and is not part of a cycle is checked where segments are saved
+(`segments.services`), since it needs the database; the grammar only checks the id's shape.
 """
 
 import math
@@ -82,6 +87,7 @@ CONDITION_KEYS = {
     "and": ("type", "conditions"),
     "or": ("type", "conditions"),
     "not": ("type", "condition"),
+    "segment": ("type", "segment_id"),
 }
 WHERE_KEYS = ("name", "op", "value")
 

@@ -31,3 +31,12 @@ def referenced_events(condition) -> set[str]:
 def uses_relative_window(condition) -> bool:
     """Whether the result can change with time alone (a `within` window relative to now)."""
     return any(node.get("type") == "event" and "within" in node for node in _walk(condition))
+
+
+def referenced_segments(condition) -> set[int]:
+    """The ids of the segments whose membership the condition reads."""
+    return {
+        node["segment_id"]
+        for node in _walk(condition)
+        if node.get("type") == "segment" and isinstance(node.get("segment_id"), int)
+    }

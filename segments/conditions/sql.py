@@ -15,6 +15,7 @@ from django.db.models import BooleanField, Exists, Expression, F, IntegerField, 
 from django.db.models.lookups import Exact, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual
 
 from cdp.models import Event
+from segments.models import Membership
 
 from .grammar import DATE_SUFFIX, NEGATIONS, ORDERING_OPERATORS, is_number, name_path, parse_instant, window_start
 from .validation import ensure_valid
@@ -58,6 +59,8 @@ def _compile(node: dict, now: datetime) -> Q:
         return ~_compile(node["condition"], now)
     if kind == "trait":
         return Q(JsonMatch(F("traits"), node["name"], node["op"], node.get("value")))
+    if kind == "segment":
+        return Q(Exists(Membership.objects.filter(segment_id=node["segment_id"], customer=OuterRef("pk"))))
     return _compile_event(node, now)
 
 

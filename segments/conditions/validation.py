@@ -94,6 +94,12 @@ def _check_condition(node, path: str, depth: int, errors: list[str]) -> None:
         _check_operator(node, path, errors)
     elif kind == "event":
         _check_event(node, path, errors)
+    elif kind == "segment":
+        segment_id = node.get("segment_id")
+        if "segment_id" not in node:
+            errors.append(f"{_join(path, 'segment_id')}: is required")
+        elif not _is_count(segment_id) or not 1 <= segment_id <= MAX_INTEGER:
+            errors.append(f"{_join(path, 'segment_id')}: must be a positive integer (a segment's id)")
     elif kind == "not":
         if "condition" not in node:
             errors.append(f"{_join(path, 'condition')}: is required")

@@ -1,0 +1,46 @@
+"""Background work of segments: first builds, time windows aging out, the hourly reconcile."""
+
+import logging
+
+from celery import shared_task
+
+from timonier import clock
+
+from .conditions import uses_relative_window
+from .membership import membership_rebuild
+from .models import Segment
+
+logger = logging.getLogger(__name__)
+
+
+@shared_task(ignore_result=True)
+def segment_build_task(segment_id: int) -> None:
+    """Compute a segment's members after it was created or its condition changed."""
+    segment = Segment.objects.filter(pk=segment_id).first()
+    if segment is None:  # deleted meanwhile
+        return
+    entries, exits = membership_rebuild(segment)
+    logger.info("segment %s built: %s entries, %s exits", segment_id, entries, exits)
+
+
+@shared_task(ignore_result=True)
+def segments_refresh_windows_task() -> None:
+    """Re-evaluate the segments with a window relative to now (`within`), so a customer leaves
+    "purchased in the last 7 days" on day 8 without sending anything."""
+    _rebuild(segment for segment in Segment.objects.order_by("pk") if uses_relative_window(segment.condition))
+
+
+@shared_task(ignore_result=True)
+def segments_reconcile_task() -> None:
+    """Rebuild every segment: repairs what an incremental update missed (a worker killed between
+    a batch's commit and its membership update)."""
+    _rebuild(Segment.objects.order_by("pk").iterator())
+
+
+def _rebuild(segments) -> None:
+    now = clock.now()
+    for segment in segments:
+        try:
+            membership_rebuild(segment, now=now)
+        except Exception:  # one broken segment must not stop the others
+            logger.exception("segment %s: rebuild failed", segment.pk)
