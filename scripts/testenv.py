@@ -9,7 +9,8 @@ Usage (what `make test` runs, with the virtualenv's python):
 2. Starts PostgreSQL 15 (initdb into a temporary folder; trust auth; 127.0.0.1 on a free port;
    durability off, which is fine for data thrown away) and Redis (127.0.0.1 on a free port).
 3. Exports DATABASE_URL, REDIS_URL, CELERY_BROKER_URL, SECRET_KEY and TIMONIER_VAR_DIR for them.
-4. Runs `ruff check .`, then pytest with the given arguments.
+4. Runs `ruff check .`, then pytest with the given arguments; without arguments (the whole suite),
+   then once more the tests marked `sqlite_too` on the embedded SQLite.
 5. Always stops both servers and removes the temporary folder, on failure and on Ctrl-C too.
 
 Exits with pytest's code if it failed, else ruff's. Standard library only.
@@ -305,6 +306,14 @@ def main(pytest_args: list[str]) -> int:
         )
         log(f"pytest {' '.join(pytest_args)}".rstrip())
         pytest_rc = run_child([sys.executable, "-m", "pytest", *pytest_args], env)
+        if not pytest_args and pytest_rc == 0:
+            # The whole suite ran on PostgreSQL; what must also hold on the embedded default runs
+            # again on SQLite (the database `make run` uses).
+            (tmp / "var-sqlite").mkdir()
+            sqlite_env = {key: value for key, value in env.items() if key != "DATABASE_URL"}
+            sqlite_env["TIMONIER_VAR_DIR"] = str(tmp / "var-sqlite")
+            log("pytest -m sqlite_too, on SQLite")
+            pytest_rc = run_child([sys.executable, "-m", "pytest", "-m", "sqlite_too", "-q"], sqlite_env)
     except (KeyboardInterrupt, Interrupted) as exc:
         log(f"interrupted ({exc or type(exc).__name__}), cleaning up")
         return 130

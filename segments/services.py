@@ -35,14 +35,15 @@ def segment_update(
         changed.name = name
     if description is not None:
         changed.description = description
-    if condition is not None and condition != changed.condition:
+    rebuild = condition is not None and condition != changed.condition
+    if rebuild:
         changed.condition = condition
         changed.status = Segment.Status.BUILDING
     _check(changed)
     changed.updated_at = clock.now()
     with transaction.atomic():
         changed.save()
-        if changed.status == Segment.Status.BUILDING:
+        if rebuild:
             _build_on_commit(changed)
     segment.refresh_from_db()
     return segment
