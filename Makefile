@@ -52,6 +52,12 @@ test: venv
 bench: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python bench/ingest.py
 
+# The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
+# its licences into emails/static/emails/vendor/ and committed: running Timonier needs no npm.
+.PHONY: vendor
+vendor: $(NODE_STAMP)
+	$(PYTHON) scripts/vendor.py
+
 lint: venv
 	$(BIN)/ruff check .
 
