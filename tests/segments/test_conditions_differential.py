@@ -1,5 +1,6 @@
 """The database and Python agree on every customer, for random customers, events and conditions."""
 
+import json
 from datetime import timedelta
 
 from django.db import transaction
@@ -8,6 +9,7 @@ from hypothesis import strategies as st
 
 from segments.conditions import matches, validate
 from segments.conditions.grammar import OPERATORS
+from segments.models import Membership, Segment
 from tests.factories import ProjectFactory
 
 from .conditions_support import NOW, as_event, matched_ids, store_customer
@@ -106,8 +108,13 @@ def event_conditions(draw):
     return condition
 
 
+# Placeholders for the two segments each example stores (their ids are known only then).
+SEGMENT_SLOTS = [-1, -2]
+segment_conditions = st.sampled_from(SEGMENT_SLOTS).map(lambda slot: {"type": "segment", "segment_id": slot})
+
+
 def conditions(depth: int):
-    leaves = st.one_of(trait_conditions, trait_conditions, event_conditions())
+    leaves = st.one_of(trait_conditions, trait_conditions, event_conditions(), segment_conditions)
     if depth == 1:
         return leaves
     inner = conditions(depth - 1)
@@ -133,12 +140,33 @@ def test_sql_selects_exactly_the_customers_python_matches(db, population, tested
     with transaction.atomic():
         project = ProjectFactory()
         stored = [(store_customer(project, traits, history), traits, history) for traits, history in population]
-        for condition in tested:
+        # Two segments; customer i is in the first when i is even, in the second when i % 3 == 0.
+        slots = {slot: Segment.objects.create(project=project, name=str(slot), condition={}) for slot in SEGMENT_SLOTS}
+        in_segments = {}
+        for index, (customer, _, _) in enumerate(stored):
+            in_segments[customer.id] = set()
+            for slot, every in zip(SEGMENT_SLOTS, (2, 3), strict=True):
+                if index % every == 0:
+                    Membership.objects.create(segment=slots[slot], customer=customer, entered_at=NOW)
+                    in_segments[customer.id].add(slots[slot].pk)
+        for placeholder_condition in tested:
+            condition = json.loads(
+                json.dumps(placeholder_condition),
+                object_hook=lambda node: (
+                    {**node, "segment_id": slots[node["segment_id"]].pk} if node.get("type") == "segment" else node
+                ),
+            )
             assert validate(condition) == []
             expected = {
                 customer.id
                 for customer, traits, history in stored
-                if matches(condition, traits=traits, events=[as_event(e) for e in history], now=NOW)
+                if matches(
+                    condition,
+                    traits=traits,
+                    events=[as_event(e) for e in history],
+                    now=NOW,
+                    segments=in_segments[customer.id],
+                )
             }
             assert matched_ids(project, condition) == expected, condition
 
