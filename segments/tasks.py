@@ -1,8 +1,11 @@
 """Background work of segments: first builds, time windows aging out, the hourly reconcile."""
 
 import logging
+from contextlib import contextmanager
 
 from celery import shared_task
+from django.conf import settings
+from django.core.cache import cache
 
 from timonier import clock
 
@@ -27,14 +30,30 @@ def segment_build_task(segment_id: int) -> None:
 def segments_refresh_windows_task() -> None:
     """Re-evaluate the segments with a window relative to now (`within`), so a customer leaves
     "purchased in the last 7 days" on day 8 without sending anything."""
-    _rebuild(segment for segment in Segment.objects.order_by("pk") if uses_relative_window(segment.condition))
+    with _alone("segments:refresh-windows") as first:
+        if first:
+            _rebuild(segment for segment in Segment.objects.order_by("pk") if uses_relative_window(segment.condition))
 
 
 @shared_task(ignore_result=True)
 def segments_reconcile_task() -> None:
     """Rebuild every segment: repairs what an incremental update missed (a worker killed between
     a batch's commit and its membership update)."""
-    _rebuild(Segment.objects.order_by("pk").iterator())
+    with _alone("segments:reconcile") as first:
+        if first:
+            _rebuild(Segment.objects.order_by("pk").iterator())
+
+
+@contextmanager
+def _alone(name: str):
+    """Whether no other run of this periodic task is under way: a slow run is skipped by the next
+    beat, not doubled. The mark expires with the task time limit if a worker dies holding it."""
+    first = cache.add(name, "running", timeout=settings.CELERY_TASK_MAX_SECONDS)
+    try:
+        yield first
+    finally:
+        if first:
+            cache.delete(name)
 
 
 def _rebuild(segments) -> None:

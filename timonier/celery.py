@@ -89,10 +89,13 @@ BEAT_SCHEDULE = {
     "segments-refresh-windows": {
         "task": "segments.tasks.segments_refresh_windows_task",
         "schedule": timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS),
+        # A run not started by the next beat is dropped: the next one does the same work.
+        "options": {"expires": settings.SEGMENT_WINDOW_REFRESH_SECONDS},
     },
     "segments-reconcile": {
         "task": "segments.tasks.segments_reconcile_task",
         "schedule": timedelta(seconds=settings.SEGMENT_RECONCILE_SECONDS),
+        "options": {"expires": settings.SEGMENT_RECONCILE_SECONDS},
     },
     "accounts-purge-expired-verifications": {
         "task": "accounts.tasks.purge_expired_verifications_task",

@@ -236,3 +236,26 @@ def test_time_window_segments_are_refreshed_by_the_periodic_task(api, monkeypatc
     assert count(weekly) == 0
     pro.refresh_from_db()
     assert pro.last_computed_at == NOW  # no window: not re-evaluated
+
+
+def test_a_periodic_refresh_already_running_is_not_doubled(api, monkeypatch):
+    from django.core.cache import cache
+
+    from segments.tasks import segments_refresh_windows_task
+
+    monkeypatch.setattr("timonier.clock.now", lambda: NOW)
+    weekly = segment_create(
+        project=api.project,
+        name="Bought this week",
+        condition={"type": "event", "event_name": "purchase", "within": {"value": 7, "unit": "days"}},
+    )
+    assert cache.add("segments:refresh-windows", "running", timeout=60)
+    try:
+        segments_refresh_windows_task()
+        weekly.refresh_from_db()
+        assert weekly.last_computed_at is None
+    finally:
+        cache.delete("segments:refresh-windows")
+    segments_refresh_windows_task()
+    weekly.refresh_from_db()
+    assert weekly.last_computed_at == NOW
