@@ -162,7 +162,7 @@ def dependency_order(segments: list[Segment]) -> list[Segment]:
         placed.add(segment.pk)
         ordered.append(segment)
 
-    for segment in sorted(segments, key=lambda s: s.pk):
+    for segment in sorted(segments, key=lambda s: (s.project_id, s.pk)):
         place(segment, frozenset())
     return ordered
 

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from organizations.management.project_option import project_from_option
-from segments.membership import membership_rebuild
+from segments.membership import dependency_order, membership_rebuild
 from segments.models import Segment
 
 
@@ -30,7 +30,8 @@ class Command(BaseCommand):
 
         started = time.monotonic()
         total_entries = total_exits = 0
-        selected = list(segments)
+        # A segment is rebuilt after the segments its condition uses.
+        selected = dependency_order(list(segments))
         with tqdm(selected, unit="segment", file=self.stderr._out, disable=None) as bar:
             for each in bar:
                 bar.set_description(each.name[:30])
