@@ -1,0 +1,156 @@
+"""Opens, clicks and unsubscriptions: the signed links an email carries, and what they record.
+
+Each link carries a token signed with the SECRET_KEY (django.core.signing, one salt per kind),
+so a token cannot be forged or edited: a click token names the URL it redirects to, and a
+changed URL fails the signature, which is what keeps `/e/c/` from being an open redirect.
+Tokens do not expire: an email read a year later still tracks and still unsubscribes.
+"""
+
+import logging
+
+from django.conf import settings
+from django.core import signing
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+
+from cdp.inbox import commands_enqueue
+from cdp.messages import normalize
+from organizations.models import Project
+from timonier import clock
+
+from .models import Delivery, DeliveryClick, Unsubscription
+
+logger = logging.getLogger(__name__)
+
+OPEN_SALT = "emails.tracking.open"
+CLICK_SALT = "emails.tracking.click"
+UNSUBSCRIBE_SALT = "emails.tracking.unsubscribe"
+
+# Statuses a delivery may move on from when it is opened / clicked (never back from a later one).
+_BEFORE_OPENED = [Delivery.Status.QUEUED, Delivery.Status.SENDING, Delivery.Status.SENT]
+_BEFORE_CLICKED = [*_BEFORE_OPENED, Delivery.Status.OPENED]
+
+
+class BadToken(Exception):
+    """A token that was not signed by us (tampered, truncated, or for another kind of link)."""
+
+
+def open_url(delivery_id: int) -> str:
+    return f"{settings.PLATFORM_URL}/e/o/{signing.dumps(delivery_id, salt=OPEN_SALT)}"
+
+
+def click_url(delivery_id: int, url: str) -> str:
+    token = signing.dumps({"d": delivery_id, "u": url}, salt=CLICK_SALT, compress=True)
+    return f"{settings.PLATFORM_URL}/e/c/{token}"
+
+
+def unsubscribe_url(delivery_id: int) -> str:
+    return f"{settings.PLATFORM_URL}/e/u/{signing.dumps(delivery_id, salt=UNSUBSCRIBE_SALT)}"
+
+
+def _load(token: str, salt: str):
+    try:
+        return signing.loads(token, salt=salt)
+    except signing.BadSignature as exc:
+        raise BadToken from exc
+
+
+def _delivery(delivery_id) -> Delivery:
+    if not isinstance(delivery_id, int):
+        raise BadToken
+    delivery = Delivery.objects.select_related("project", "customer").filter(pk=delivery_id).first()
+    if delivery is None:  # signed by us, but the delivery is gone (its project was deleted)
+        raise BadToken
+    return delivery
+
+
+def delivery_for_open(token: str) -> Delivery:
+    return _delivery(_load(token, OPEN_SALT))
+
+
+def delivery_for_unsubscribe(token: str) -> Delivery:
+    return _delivery(_load(token, UNSUBSCRIBE_SALT))
+
+
+def click_target(token: str) -> tuple[Delivery, str]:
+    payload = _load(token, CLICK_SALT)
+    if not isinstance(payload, dict) or not isinstance(payload.get("u"), str):
+        raise BadToken
+    url = payload["u"]
+    if not url.lower().startswith(("http://", "https://")):  # we only ever sign web links
+        raise BadToken
+    return _delivery(payload.get("d")), url
+
+
+def open_record(*, delivery: Delivery) -> None:
+    """Count an open; the first one sets opened_at and moves the status to opened."""
+    now = clock.now()
+    Delivery.objects.filter(pk=delivery.pk).update(open_count=F("open_count") + 1)
+    Delivery.objects.filter(pk=delivery.pk, opened_at__isnull=True).update(opened_at=now)
+    Delivery.objects.filter(pk=delivery.pk, status__in=_BEFORE_OPENED).update(status=Delivery.Status.OPENED)
+
+
+def click_record(*, delivery: Delivery, url: str) -> None:
+    """Record a click. A click implies the email was opened (images may have been blocked)."""
+    now = clock.now()
+    with transaction.atomic():
+        DeliveryClick.objects.create(delivery=delivery, url=url, at=now)
+        Delivery.objects.filter(pk=delivery.pk).update(click_count=F("click_count") + 1)
+        Delivery.objects.filter(pk=delivery.pk, opened_at__isnull=True).update(opened_at=now)
+        Delivery.objects.filter(pk=delivery.pk, clicked_at__isnull=True).update(clicked_at=now)
+        Delivery.objects.filter(pk=delivery.pk, status__in=_BEFORE_CLICKED).update(status=Delivery.Status.CLICKED)
+
+
+def unsubscribe_record(*, delivery: Delivery) -> Unsubscription:
+    """Opt the delivery's address out of the project's marketing email, and mark the customer.
+
+    Idempotent: a second click (or a mail client's One-Click POST after the person's own)
+    changes nothing. The customer gets the trait `unsubscribed: true` through the CDP inbox,
+    like any identify, so it shows on the profile and segments can use it.
+    """
+    now = clock.now()
+    email = delivery.to_email.strip().lower()
+    # A test send goes to a teammate's address while rendering some customer: that customer did
+    # not ask for anything, so only the address is recorded.
+    customer = delivery.customer if delivery.kind == Delivery.Kind.MARKETING else None
+    with transaction.atomic():
+        unsubscription = Unsubscription.objects.filter(project_id=delivery.project_id, email=email).first()
+        created = False
+        if unsubscription is None:
+            try:
+                with transaction.atomic():
+                    unsubscription = Unsubscription.objects.create(
+                        project_id=delivery.project_id, email=email, customer=customer, delivery=delivery, at=now
+                    )
+                    created = True
+            except IntegrityError:  # a concurrent request recorded it first
+                unsubscription = Unsubscription.objects.get(project_id=delivery.project_id, email=email)
+        Delivery.objects.filter(pk=delivery.pk, unsubscribed_at__isnull=True).update(
+            unsubscribed_at=now, status=Delivery.Status.UNSUBSCRIBED
+        )
+    if created and customer is not None and customer.external_id:
+        _enqueue_unsubscribed_trait(delivery.project_id, customer.external_id, now)
+    if created:
+        logger.info("unsubscribed project=%s delivery=%s", delivery.project_id, delivery.pk)
+    return unsubscription
+
+
+def _enqueue_unsubscribed_trait(project_id: int, customer_id: str, at) -> None:
+    raw = {
+        "type": "identify",
+        "customer_id": customer_id,
+        "traits": {"unsubscribed": True},
+        "context": {"source": "emails.unsubscribe"},
+        "timestamp": at.isoformat(),
+    }
+    commands_enqueue(project_id=project_id, messages=[normalize(raw, received_at=at)], received_at=at)
+
+
+def is_unsubscribed(*, project: Project, email: str, customer=None) -> bool:
+    """Whether marketing email to this address (or customer) must be skipped."""
+    if customer is not None and (customer.unsubscribed or (customer.traits or {}).get("unsubscribed") is True):
+        return True
+    condition = Q(email=email.strip().lower())
+    if customer is not None:
+        condition |= Q(customer=customer)
+    return Unsubscription.objects.filter(condition, project=project).exists()
