@@ -1,11 +1,23 @@
 """Reads of segments, always within one project."""
 
-from django.db.models import QuerySet
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.db.models import Case, IntegerField, Q, QuerySet, Sum, Value, When
+from django.db.models.functions import TruncDate
 
 from cdp.models import Customer
+from cdp.selectors import BadCursor, decode_cursor, encode_cursor
 from organizations.models import Project
 
-from .conditions import referenced_events, referenced_traits, uses_relative_window
+from .conditions import (
+    compile_sql,
+    referenced_events,
+    referenced_segments,
+    referenced_traits,
+    uses_relative_window,
+    validate,
+)
 from .models import Membership, MembershipChange, Segment
 
 
@@ -61,3 +73,86 @@ def segments_affected_by(project: Project, *, traits: set[str], events: set[str]
 def _overlaps(read: str, changed: str) -> bool:
     # Setting `address` changes `address.city`, and setting `address.city` changes `address`.
     return read == changed or read.startswith(changed + ".") or changed.startswith(read + ".")
+
+
+# --- The platform pages (segments.views) -------------------------------------------------------
+
+
+def segment_members_page(
+    project: Project, segment: Segment, *, limit: int, cursor: str | None = None
+) -> tuple[list[Membership], str | None]:
+    """Members, newest entries first, keyset-paginated on (entered_at, id) along the index
+    `segments_membership_recent`; `BadCursor` for a cursor this function did not return."""
+    query = segment_members(project, segment)
+    if cursor:
+        try:
+            at, last_id = decode_cursor(cursor)
+            at, last_id = datetime.fromisoformat(at), int(last_id)
+        except (ValueError, TypeError):
+            raise BadCursor("cursor: not a cursor this page returned") from None
+        query = query.filter(Q(entered_at__lt=at) | Q(entered_at=at, pk__lt=last_id))
+    rows = list(query[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.entered_at.isoformat(), last.pk)
+    return rows[:limit], next_cursor
+
+
+def segment_preview_count(project: Project, condition, *, now: datetime) -> tuple[int | None, list[str]]:
+    """How many of the project's customers match `condition` at `now`, before it is saved:
+    `(count, [])`, or `(None, problems)` with each problem as `path: message`."""
+    problems = validate(condition)
+    if not problems:
+        used = referenced_segments(condition)
+        known = set(Segment.objects.filter(project=project, pk__in=used).values_list("pk", flat=True))
+        problems = [f"segment_id: no segment {pk} in this project" for pk in sorted(used - known)]
+    if problems:
+        return None, problems
+    return Customer.objects.filter(project=project).filter(compile_sql(condition, now=now)).count(), []
+
+
+@dataclass(frozen=True)
+class DayCount:
+    day: date
+    count: int
+
+
+def segment_members_per_day(project: Project, segment: Segment, *, now: datetime, days: int = 30) -> list[DayCount]:
+    """Members at the end of each of the last `days` UTC days (today: now), oldest first.
+
+    Counted backwards from the current count: each day's count is the current one minus the net
+    entries after that day, from one grouped query over the history (index `segments_change_segment`).
+    """
+    today = now.astimezone(UTC).date()
+    first = today - timedelta(days=days - 1)
+    after_first = datetime.combine(first + timedelta(days=1), time.min, tzinfo=UTC)
+    entered = MembershipChange.Kind.ENTERED
+    rows = (
+        MembershipChange.objects.filter(segment=segment, segment__project=project, at__gte=after_first, at__lte=now)
+        .annotate(day=TruncDate("at", tzinfo=UTC))
+        .values("day")
+        .annotate(net=Sum(Case(When(kind=entered, then=Value(1)), default=Value(-1), output_field=IntegerField())))
+        .order_by()
+    )
+    net = {row["day"]: row["net"] for row in rows}
+    count = segment.member_count
+    counts = []
+    for offset in range(days):
+        day = today - timedelta(days=offset)
+        counts.append(DayCount(day=day, count=max(count, 0)))
+        count -= net.get(day, 0)
+    return counts[::-1]
+
+
+def customer_segment_changes_between(
+    project: Project, customer_id: int, *, after: datetime | None, until: datetime | None
+) -> list[MembershipChange]:
+    """The customer's entries and exits with `after < at <= until` (an open end when None), newest
+    first: the ones to interleave with a page of their timeline."""
+    query = customer_segment_changes(project, customer_id)
+    if after is not None:
+        query = query.filter(at__gt=after)
+    if until is not None:
+        query = query.filter(at__lte=until)
+    return list(query)

@@ -6,4 +6,5 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("organizations.urls")),
     path("", include("cdp.urls")),
+    path("", include("segments.urls")),
 ]
