@@ -48,9 +48,16 @@ def customers_page(
     traits: dict | None = None,
     search: str | None = None,
     external_id: str | None = None,
+    segment_id: int | None = None,
 ) -> tuple[list[Customer], str | None]:
-    """Newest customers first, keyset-paginated (no COUNT, no OFFSET: fast at any depth)."""
+    """Newest customers first, keyset-paginated (no COUNT, no OFFSET: fast at any depth).
+
+    `segment_id` keeps the current members of that segment (check it is the project's first:
+    `segment_exists`)."""
     query = Customer.objects.filter(project=project)
+    if segment_id is not None:
+        # Through the relation segments declares, so cdp imports nothing of segments.
+        query = query.filter(segment_memberships__segment_id=segment_id)
     for index, (name, value) in enumerate((traits or {}).items()):
         query = _filter_trait(query, index, name, value)
     if search:
@@ -68,6 +75,10 @@ def customers_page(
     rows = list(query.order_by("-pk")[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], next_cursor
+
+
+def segment_exists(project: Project, segment_id: int) -> bool:
+    return project.segments.filter(pk=segment_id).exists()
 
 
 def _filter_trait(query, index: int, name: str, value: str):

@@ -26,4 +26,5 @@ handler500 = server_error
 urlpatterns = [
     path("health", health, name="health"),
     path("", include("cdp.api.urls")),
+    path("", include("segments.api_urls")),
 ]

@@ -15,7 +15,9 @@ from .ingest import authenticate, enqueue, rate_limit
 
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
-RESERVED_PARAMS = {"limit", "cursor", "search"}
+RESERVED_PARAMS = {"limit", "cursor", "search", "segment"}
+# Segment ids are PostgreSQL bigints: a larger number cannot be any segment's.
+MAX_SEGMENT_ID = 2**63 - 1
 
 
 def _iso(value) -> str | None:
@@ -88,14 +90,27 @@ def customers_list(request: HttpRequest, project) -> HttpResponse:
         if not name.startswith("traits.") or len(name) == len("traits."):
             raise ApiError(400, f"{name}: unknown parameter; filter on a trait with traits.<name>=<value>")
         traits[name.removeprefix("traits.")] = value
+    segment_id = _segment_id(project, request.GET.get("segment"))
     customers, next_cursor = selectors.customers_page(
         project,
         limit=_limit(request),
         cursor=request.GET.get("cursor"),
         traits=traits,
         search=request.GET.get("search"),
+        segment_id=segment_id,
     )
     return json_response({"customers": [customer_json(c) for c in customers], "next_cursor": next_cursor})
+
+
+def _segment_id(project, raw: str | None) -> int | None:
+    """The `segment` filter: the id of one of the project's segments, else 400 or 404."""
+    if raw is None:
+        return None
+    if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= MAX_SEGMENT_ID:
+        raise ApiError(400, "segment: must be a segment's id (a positive integer)")
+    if not selectors.segment_exists(project, int(raw)):
+        raise ApiError(404, f"segment: no segment {int(raw)} in this project")
+    return int(raw)
 
 
 def _customer_or_404(project, customer_id: str) -> Customer:

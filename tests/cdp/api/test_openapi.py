@@ -85,7 +85,7 @@ def test_spec_is_valid_openapi_3_0_and_loads_in_schemathesis():
     operation_ids = [op["operationId"] for op in operations]
     assert len(operation_ids) == len(set(operation_ids))
     loaded = sorted(result.ok().label for result in schema.get_all_operations())
-    assert len(loaded) == len(operations) == 27
+    assert len(loaded) == len(operations) == 33
 
 
 def test_spec_is_served_as_the_file_without_a_key(client):
@@ -213,7 +213,7 @@ def test_live_api_refuses_every_operation_without_a_key_as_documented(live_api):
     secured = [
         result.ok() for result in schema.get_all_operations() if result.ok().definition.raw.get("security") != []
     ]
-    assert len(secured) == 25
+    assert len(secured) == 31
     for operation in secured:
         url = live_api.url + operation.path.replace("{customer_id}", "user_001")
         body = {"customer_id": "user_001", "event": "purchase"} if operation.method == "post" else None

@@ -1,0 +1,238 @@
+"""The Segments API of the CDP API service (:3030): list, create, read, change and delete a
+project's segments, and page through their members.
+
+Plain Django views on the CDP API's plumbing (`cdp.api`): the key's project, the rate limit, the
+405 answer and the error shape come from `read_view`. Writes go through `segments.services` only,
+which validate the condition and schedule the background build.
+"""
+
+from datetime import datetime
+
+from django.core.exceptions import ValidationError
+from django.db.models import Q
+from django.http import HttpRequest, HttpResponse
+
+from cdp.api.customers import _iso, _limit, read_view
+from cdp.api.http import ApiError, json_response, read_json_body
+from cdp.api.ingest import SINGLE_BODY_LIMIT
+from cdp.models import Identity
+from cdp.selectors import BadCursor, decode_cursor, encode_cursor
+
+from . import selectors, services
+from .conditions import validate
+from .models import Membership, Segment
+
+FIELDS = ("name", "description", "condition")
+# Ids are PostgreSQL bigints: a larger number cannot be any segment's (and would fail the query).
+MAX_ID = 2**63 - 1
+
+
+def segment_json(segment: Segment) -> dict:
+    return {
+        "id": segment.pk,
+        "name": segment.name,
+        "description": segment.description,
+        "condition": segment.condition,
+        "status": segment.status,
+        "member_count": segment.member_count,
+        "last_computed_at": _iso(segment.last_computed_at),
+        "created_at": _iso(segment.created_at),
+        "updated_at": _iso(segment.updated_at),
+    }
+
+
+def validation_error_response(problems: list[str]) -> HttpResponse:
+    """The 400 of the error shape, with every problem in `message` and one per item of `errors`."""
+    return json_response(
+        {"error": "bad_request", "code": "bad_request", "message": "; ".join(problems), "errors": problems},
+        status=400,
+    )
+
+
+@read_view(("GET", "POST"))
+def segments(request: HttpRequest, project) -> HttpResponse:
+    if request.method == "POST":
+        return _segment_create(request, project)
+    unknown = sorted(set(request.GET) - {"limit", "cursor"})
+    if unknown:
+        raise ApiError(400, f"{unknown[0]}: unknown parameter; expected limit or cursor")
+    rows, next_cursor = _segments_page(project, limit=_limit(request), cursor=request.GET.get("cursor"))
+    return json_response({"segments": [segment_json(s) for s in rows], "next_cursor": next_cursor})
+
+
+def _segment_create(request: HttpRequest, project) -> HttpResponse:
+    fields, problems = _read_fields(request, partial=False)
+    if problems:
+        return validation_error_response(problems)
+    try:
+        segment = services.segment_create(project=project, **fields)
+    except ValidationError as exc:
+        return validation_error_response(_problems(exc))
+    return json_response(segment_json(segment), status=201, headers={"Location": f"/v1/segments/{segment.pk}"})
+
+
+@read_view(("GET", "PATCH", "DELETE"))
+def segment_detail(request: HttpRequest, project, segment_id: str) -> HttpResponse:
+    segment = _segment_or_404(project, segment_id)
+    if request.method == "GET":
+        return json_response(segment_json(segment))
+    if request.method == "DELETE":
+        try:
+            services.segment_delete(segment=segment)
+        except ValidationError as exc:
+            raise ApiError(409, f"segment_id: {' '.join(exc.messages)}") from None
+        response = HttpResponse(status=204)
+        del response["Content-Type"]  # no body, so no type
+        return response
+    fields, problems = _read_fields(request, partial=True)
+    if problems:
+        return validation_error_response(problems)
+    try:
+        segment = services.segment_update(segment=segment, **fields)
+    except ValidationError as exc:
+        return validation_error_response(_problems(exc))
+    except Segment.DoesNotExist:  # deleted by another request meanwhile
+        raise ApiError(404, f"segment_id: no segment {segment_id} in this project") from None
+    return json_response(segment_json(segment))
+
+
+@read_view(("GET",))
+def segment_members(request: HttpRequest, project, segment_id: str) -> HttpResponse:
+    segment = _segment_or_404(project, segment_id)
+    unknown = sorted(set(request.GET) - {"limit", "cursor"})
+    if unknown:
+        raise ApiError(400, f"{unknown[0]}: unknown parameter; expected limit or cursor")
+    rows, next_cursor = _members_page(project, segment, limit=_limit(request), cursor=request.GET.get("cursor"))
+    anonymous_ids = _first_anonymous_ids(project, [row.customer_id for row in rows if not row.customer.external_id])
+    members = [
+        {
+            "customer_id": row.customer.external_id,
+            "anonymous_id": anonymous_ids.get(row.customer_id),
+            "entered_at": _iso(row.entered_at),
+        }
+        for row in rows
+    ]
+    return json_response({"members": members, "next_cursor": next_cursor})
+
+
+# --- Reading requests ---------------------------------------------------------------------------
+
+
+def _segment_or_404(project, segment_id: str) -> Segment:
+    if segment_id.isascii() and segment_id.isdigit() and 1 <= int(segment_id) <= MAX_ID:
+        try:
+            return selectors.segment_get(project, int(segment_id))
+        except Segment.DoesNotExist:
+            pass
+    raise ApiError(404, f"segment_id: no segment {segment_id} in this project")
+
+
+def _read_fields(request: HttpRequest, *, partial: bool) -> tuple[dict, list[str]]:
+    """The fields of a create (`partial=False`) or change request, and every problem of their
+    shape; the condition's own problems are listed with them so one answer names them all."""
+    body = read_json_body(request, limit=SINGLE_BODY_LIMIT)
+    if not isinstance(body, dict):
+        raise ApiError(400, "body: must be a JSON object with name, description and condition")
+    problems = [
+        f"{key}: unknown field; expected one of: {', '.join(FIELDS)}" for key in sorted(body) if key not in FIELDS
+    ]
+    if partial and not any(key in body for key in FIELDS):
+        problems.append(f"body: send at least one of: {', '.join(FIELDS)}")
+    if not partial:
+        problems += [f"{key}: is required" for key in ("name", "condition") if key not in body]
+    for key in ("name", "description"):
+        if key in body and not isinstance(body[key], str):
+            problems.append(f"{key}: must be a string")
+        elif key in body and "\x00" in body[key]:
+            problems.append(f"{key}: contains a NUL character")
+    if "condition" in body:
+        if not isinstance(body["condition"], dict):
+            problems.append("condition: must be an object")
+        elif _has_nul(body["condition"]):
+            problems.append("condition: contains a NUL character")
+        elif problems:
+            problems += _condition_problems(validate(body["condition"]))
+    fields = {key: body[key] for key in FIELDS if key in body}
+    return fields, problems
+
+
+def _has_nul(value) -> bool:
+    """Whether a JSON value holds a NUL character anywhere (PostgreSQL's jsonb cannot store one)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, list):
+        return any(_has_nul(item) for item in value)
+    if isinstance(value, dict):
+        return any("\x00" in key or _has_nul(item) for key, item in value.items())
+    return False
+
+
+def _condition_problems(messages: list[str]) -> list[str]:
+    """The condition's problems with their paths from the body: `op: …` becomes `condition.op: …`
+    and the whole condition (`$: …`) `condition: …`."""
+    return [f"condition{message[1:]}" if message.startswith("$") else f"condition.{message}" for message in messages]
+
+
+def _problems(exc: ValidationError) -> list[str]:
+    problems = []
+    for key, messages in exc.message_dict.items():
+        if key == "condition":
+            problems += _condition_problems(messages)
+        else:
+            problems += [f"{key}: {message}" for message in messages]
+    return problems
+
+
+# --- Queries (scoped by the project) ------------------------------------------------------------
+
+
+def _segments_page(project, *, limit: int, cursor: str | None) -> tuple[list[Segment], str | None]:
+    """The project's segments by name then id, keyset-paginated on (name, id)."""
+    query = selectors.segments_list(project)
+    if cursor:
+        values = decode_cursor(cursor)
+        if len(values) != 2 or not isinstance(values[0], str) or not _is_id(values[1]) or "\x00" in values[0]:
+            raise BadCursor("cursor: not a cursor this API returned")
+        name, last_id = values
+        query = query.filter(Q(name__gt=name) | Q(name=name, pk__gt=last_id))
+    rows = list(query[: limit + 1])
+    next_cursor = encode_cursor(rows[limit - 1].name, rows[limit - 1].pk) if len(rows) > limit else None
+    return rows[:limit], next_cursor
+
+
+def _members_page(project, segment: Segment, *, limit: int, cursor: str | None) -> tuple[list[Membership], str | None]:
+    """Members, latest entries first, keyset-paginated on (entered_at, id)."""
+    query = selectors.segment_members(project, segment)
+    if cursor:
+        values = decode_cursor(cursor)
+        at = None
+        if len(values) == 2 and isinstance(values[0], str) and _is_id(values[1]):
+            try:
+                at = datetime.fromisoformat(values[0])
+            except ValueError:
+                pass
+        if at is None or at.tzinfo is None:
+            raise BadCursor("cursor: not a cursor this API returned")
+        query = query.filter(Q(entered_at__lt=at) | Q(entered_at=at, pk__lt=values[1]))
+    rows = list(query[: limit + 1])
+    next_cursor = None
+    if len(rows) > limit:
+        last = rows[limit - 1]
+        next_cursor = encode_cursor(last.entered_at.isoformat(), last.pk)
+    return rows[:limit], next_cursor
+
+
+def _is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
+
+
+def _first_anonymous_ids(project, customer_ids: list[int]) -> dict[int, str]:
+    """The first anonymous id of each customer known by no customer_id (one query per page)."""
+    first: dict[int, str] = {}
+    if customer_ids:
+        identities = Identity.objects.filter(
+            project=project, kind=Identity.Kind.ANONYMOUS_ID, customer_id__in=customer_ids
+        ).order_by("created_at", "pk")
+        for customer_id, value in identities.values_list("customer_id", "value"):
+            first.setdefault(customer_id, value)
+    return first

@@ -1,0 +1,35 @@
+import json
+
+import pytest
+
+from organizations.api_keys import api_key_create
+from tests.cdp.api.conftest import ApiClient, _api_urls  # noqa: F401  (autouse: the API's URL root)
+from tests.factories import ProjectFactory
+
+
+class SegmentsApiClient(ApiClient):
+    """The CDP API test client, with PATCH."""
+
+    def patch(self, path: str, body, *, content_type="application/json"):
+        data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+        return self.client.patch(path, data=data, content_type=content_type)
+
+    def identify(self, **call) -> None:
+        """Ingest an identify call and apply it as the worker does."""
+        response = self.post("/v1/identify", call)
+        assert response.status_code == 202, response.content
+        self.process()
+
+
+@pytest.fixture
+def api(db) -> SegmentsApiClient:
+    project = ProjectFactory()
+    _, raw = api_key_create(project=project, name="test")
+    return SegmentsApiClient(project, raw)
+
+
+@pytest.fixture
+def other_api(db) -> SegmentsApiClient:
+    project = ProjectFactory()
+    _, raw = api_key_create(project=project, name="other")
+    return SegmentsApiClient(project, raw)
