@@ -97,9 +97,26 @@ def _error(exc: LiquidError, source: str) -> PersonalisationError:
         line = context[0]
     elif isinstance(exc, ResourceLimitError):
         line = None
-    else:  # an unclosed block is found at the end of the text
-        line = source.count("\n") + 1
+    else:  # found at the end of the text: an unclosed block, reported where it opens
+        line = _unclosed_block_line(source) or source.count("\n") + 1
     return PersonalisationError(str(exc.message), line=line)
+
+
+_TAG_NAME_RE = re.compile(r"\{%-?\s*(\w+)")
+_BLOCK_TAGS = {"if", "unless", "for", "case", "capture", "comment", "raw", "tablerow", "ifchanged", "doc"}
+
+
+def _unclosed_block_line(source: str) -> int | None:
+    opened: list[tuple[str, int]] = []
+    for match in _TAG_NAME_RE.finditer(source):
+        name = match.group(1)
+        if name in _BLOCK_TAGS:
+            opened.append((name, match.start()))
+        elif name.startswith("end") and opened and opened[-1][0] == name[3:]:
+            opened.pop()
+    if not opened:
+        return None
+    return source.count("\n", 0, opened[-1][1]) + 1
 
 
 def check(source: str, *, html: bool) -> PersonalisationError | None:

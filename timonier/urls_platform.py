@@ -6,5 +6,6 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("organizations.urls")),
     path("", include("cdp.urls")),
+    path("", include("emails.urls_tracking")),
     path("", include("segments.urls")),
 ]

@@ -1,0 +1,106 @@
+"""Sending through Django's SMTP backend to a real SMTP server (aiosmtpd on 127.0.0.1)."""
+
+import re
+from urllib.parse import parse_qs, urlsplit
+
+from django.core import signing
+
+from emails import tracking
+from emails.models import Delivery
+from emails.sending import delivery_send
+from emails.services import deliver, send_test
+from emails.tasks import deliver_task
+
+from .conftest import identify, make_template
+
+
+def test_a_test_send_arrives_with_html_text_pixel_tracked_links_and_unsubscribe_headers(
+    project, smtp_server, platform_url, django_capture_on_commit_callbacks
+):
+    template = make_template(project)
+    with django_capture_on_commit_callbacks() as callbacks:
+        delivery = send_test(template=template, to_email="Tester@Example.com", user=None)
+    assert len(callbacks) == 1  # deliver_task is enqueued after the commit
+    deliver_task(delivery.pk)  # what the worker runs
+
+    mail = smtp_server.wait_for("tester@example.com")
+    message = mail.message
+    assert message["Subject"] == "Thanks Jane Doe"
+    assert message["From"] == "Acme Shop <shop@acme.example>"
+    assert message["Reply-To"] == "help@acme.example"
+    assert message.get_content_type() == "multipart/alternative"
+    unsubscribe = tracking.unsubscribe_url(delivery.pk)
+    assert message["List-Unsubscribe"].strip() == f"<{unsubscribe}>"  # a long header is folded
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+
+    html, text = mail.html, mail.text
+    assert "Thank you Jane Doe!" in html and "Thank you Jane Doe!" in text
+    assert f'<img src="{tracking.open_url(delivery.pk)}" width="1" height="1" alt=""' in html
+    assert html.index("/e/o/") < html.index("</body>")
+    assert "/e/o/" not in text
+
+    hrefs = re.findall(r'href="([^"]+)"', html)
+    tracked = [h for h in hrefs if h.startswith(f"{platform_url}/e/c/")]
+    targets = [tracking.click_target(h.rsplit("/", 1)[1])[1] for h in tracked]
+    order = next(t for t in targets if "/orders" in t)
+    assert parse_qs(urlsplit(order).query) == {
+        "id": ["7"],
+        "utm_source": ["timonier"],
+        "utm_medium": ["email"],
+        "utm_campaign": ["thanks"],
+    }
+    assert "https://shop.example.com/help?utm_source=own" in targets  # its own UTM kept as is
+    assert "mailto:help@example.com" in hrefs  # not tracked
+    assert unsubscribe in [h.replace("&amp;", "&") for h in hrefs]  # the footer, untracked
+    assert "Unsubscribe (" + unsubscribe + ")" in text
+    assert "See your order (" + platform_url + "/e/c/" in text
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SENT and delivery.sent_at is not None
+    assert delivery.message_id == message["Message-ID"]
+
+
+def test_running_the_task_twice_sends_once(project, smtp_server, platform_url):
+    template = make_template(project, publish=True)
+    customer = identify(project, "u-1", {"email": "ada@example.com", "name": "Ada"})
+    delivery = deliver(version=template.published_version, customer=customer, event={"name": "Order Completed"})
+    deliver_task(delivery.pk)
+    deliver_task(delivery.pk)
+    assert smtp_server.wait_for("ada@example.com").message["Subject"] == "Thanks Ada"
+    assert len(smtp_server.to("ada@example.com")) == 1
+
+
+def test_an_unlinked_unsubscribe_in_the_template_is_not_duplicated(project, smtp_server, platform_url):
+    mjml = (
+        "<mjml><mj-body><mj-section><mj-column><mj-text>Hi "
+        '<a href="{{ unsubscribe_url }}">Stop these emails</a></mj-text></mj-column></mj-section></mj-body></mjml>'
+    )
+    template = make_template(project, mjml=mjml, track_opens=False, track_clicks=False, publish=True)
+    customer = identify(project, "u-1", {"email": "ada@example.com"})
+    delivery = deliver(version=template.published_version, customer=customer)
+    delivery_send(delivery_id=delivery.pk)
+    mail = smtp_server.wait_for("ada@example.com")
+    assert mail.html.count(tracking.unsubscribe_url(delivery.pk)) == 1
+    assert "/e/o/" not in mail.html and "/e/c/" not in mail.html
+    assert "Stop these emails (" in mail.text
+
+
+def test_an_smtp_failure_is_recorded_on_the_delivery(project, settings, platform_url):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", 9, 2  # nothing listens
+    template = make_template(project, publish=True)
+    customer = identify(project, "u-1", {"email": "ada@example.com"})
+    delivery = deliver(version=template.published_version, customer=customer)
+    delivery_send(delivery_id=delivery.pk)
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.FAILED
+    assert "ConnectionRefusedError" in delivery.error
+
+
+def test_a_click_token_cannot_be_reused_for_another_url(project):
+    token = signing.dumps({"d": 1, "u": "https://evil.example.com"}, salt="another.salt", compress=True)
+    try:
+        tracking.click_target(token)
+    except tracking.BadToken:
+        return
+    raise AssertionError("a token signed with another salt was accepted")
