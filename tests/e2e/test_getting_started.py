@@ -1,4 +1,4 @@
-"""The getting-started guide, sections 1 to 4, clicked through with the guide's own labels.
+"""The getting-started guide, sections 1 to 5, clicked through with the guide's own labels.
 
 Section 3's curl commands are read from docs/getting-started.txt and run as written (only the
 host is pointed at the live API), against the real API process and a real Celery worker.
@@ -56,8 +56,46 @@ def run_guide_curl(command: str, api_url: str, key: str) -> dict:
     return json.loads(result.stdout)
 
 
-def test_guide_sections_1_to_4(page: Page, e2e, smtp_server, api_server, celery_worker):
+def guide_segment_form() -> dict[str, str]:
+    """Section 5's form, as the guide prints it: Name, Description and Condition (JSON)."""
+    text = GUIDE.read_text()
+    match = re.search(r"^- Name:\n(.+?) - Description:\n(.+?) - Condition \(JSON\):\n(\{.*?\})$", text, re.M)
+    return {"Name": match.group(1), "Description": match.group(2), "Condition (JSON)": match.group(3)}
+
+
+def guide_and_example() -> str:
+    """The guide's example of composing conditions (`plan equals pro` and a `purchase` event)."""
+    return re.search(r'^\{\n"type": "and",\n.*?^\}$', GUIDE.read_text(), re.M | re.S).group(0)
+
+
+def builds_on_live_worker(monkeypatch, celery_worker) -> None:
+    """Send the platform's segment builds to the live worker's broker.
+
+    The live server runs in this test process, whose broker no worker reads (see tests/live.py):
+    its `segment_build_task.delay` is pointed at the worker's broker, as `celery_worker.wake` does
+    for the ingest. The live worker then builds the segment for real.
+    """
+
+    def delay(segment_id: int) -> None:
+        app = celery_worker.publisher()
+        with app.connection_for_write(celery_worker.broker_url) as connection:
+            app.send_task(
+                "segments.tasks.segment_build_task",
+                args=[segment_id],
+                queue="celery",
+                retry=False,
+                connection=connection,
+            )
+
+    monkeypatch.setattr("segments.tasks.segment_build_task.delay", delay)
+
+
+SEGMENT_BUILD_TIMEOUT = 30_000  # ms for the live worker to build a segment and the page to show it
+
+
+def test_guide_sections_1_to_5(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch):
     base = e2e.url
+    builds_on_live_worker(monkeypatch, celery_worker)
 
     # 1. Create your account.
     page.goto("/signup")
@@ -185,6 +223,51 @@ def test_guide_sections_1_to_4(page: Page, e2e, smtp_server, api_server, celery_
     expect(purchase).to_have_count(1)
     for text in ("item", "T-Shirt", "amount", "29.99", "currency", "USD"):
         expect(purchase).to_contain_text(text)
+
+    # 5. Create your first segment.
+    form = guide_segment_form()
+    assert form == {
+        "Name": "Pro Users",
+        "Description": "Customers on the pro plan",
+        "Condition (JSON)": '{ "type": "trait", "name": "plan", "op": "equals", "value": "pro" }',
+    }
+    sidebar.get_by_role("link", name="Segments", exact=True).click()
+    expect(page).to_have_url(f"{base}/o/acme-corp/my-app/segments")
+    page.get_by_role("link", name="New Segment").click()
+    for label, value in form.items():
+        page.get_by_label(label, exact=True).fill(value)
+    page.get_by_role("button", name="Create Segment").click()
+    expect(page).to_have_url(re.compile(re.escape(base) + r"/o/acme-corp/my-app/segments/\d+$"))
+    expect(page.get_by_role("heading", name="Pro Users", level=1)).to_be_visible()
+    expect(page.get_by_text("Customers on the pro plan")).to_be_visible()
+    expect(page.get_by_test_id("condition-text")).to_have_text('plan equals "pro"')
+    # The page refreshes itself while the live worker builds the segment.
+    members = page.get_by_test_id("members").locator("tbody tr")
+    expect(members.filter(has_text="Jane Doe")).to_have_count(1, timeout=SEGMENT_BUILD_TIMEOUT)
+    expect(members).to_have_count(1)
+    expect(members).to_contain_text("user_001")
+    expect(page.get_by_test_id("member-count")).to_have_text("1")
+    expect(page.get_by_test_id("segment-building")).to_have_count(0)
+
+    # The guide's composed condition: plan equals pro AND a purchase event; Jane bought a T-Shirt.
+    sidebar.get_by_role("link", name="Segments", exact=True).click()
+    expect(page.get_by_test_id("segments").locator("tbody tr").filter(has_text="Pro Users")).to_contain_text("Ready")
+    page.get_by_role("link", name="New Segment").click()
+    page.get_by_label("Name", exact=True).fill("Pro Buyers")
+    page.get_by_label("Condition (JSON)", exact=True).fill(guide_and_example())
+    page.get_by_role("button", name="Create Segment").click()
+    expect(page.get_by_role("heading", name="Pro Buyers", level=1)).to_be_visible()
+    expect(page.get_by_test_id("condition-text")).to_have_text('plan equals "pro" AND performed purchase')
+    members = page.get_by_test_id("members").locator("tbody tr")
+    expect(members.filter(has_text="Jane Doe")).to_have_count(1, timeout=SEGMENT_BUILD_TIMEOUT)
+    expect(members).to_have_count(1)
+
+    # Her profile lists both segments, and her entries on the Events timeline.
+    members.get_by_role("link", name="user_001").click()
+    segments = page.get_by_test_id("customer-segments")
+    for name in ("Pro Buyers", "Pro Users"):
+        expect(segments.get_by_role("link", name=name)).to_be_visible()
+        expect(page.get_by_test_id("events").locator("li").filter(has_text=f"Entered segment {name}")).to_have_count(1)
 
 
 def test_login_with_code_after_logout(page: Page, e2e):
