@@ -4,6 +4,7 @@ import pytest
 
 from organizations.api_keys import api_key_create
 from tests.cdp.api.conftest import ApiClient, _api_urls  # noqa: F401  (autouse: the API's URL root)
+from tests.cdp.api.test_openapi import live_api  # noqa: F401  (a real HTTP server of the API)
 from tests.factories import ProjectFactory
 
 
