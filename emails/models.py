@@ -123,8 +123,10 @@ class Delivery(models.Model):
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="email_deliveries")
     # The template sent; for a test send of a draft there is no version (template_version is null).
     template = models.ForeignKey(EmailTemplate, on_delete=models.CASCADE, related_name="deliveries")
+    # RESTRICT, not PROTECT: a version that was sent cannot be deleted on its own, but deleting
+    # the whole project (which deletes its deliveries too) is not blocked by it.
     template_version = models.ForeignKey(
-        EmailTemplateVersion, on_delete=models.PROTECT, null=True, blank=True, related_name="deliveries"
+        EmailTemplateVersion, on_delete=models.RESTRICT, null=True, blank=True, related_name="deliveries"
     )
     customer = models.ForeignKey(
         Customer, on_delete=models.SET_NULL, null=True, blank=True, related_name="email_deliveries"

@@ -3,6 +3,8 @@
 import re
 from urllib.parse import parse_qs, urlsplit
 
+import pytest
+import requests
 from django.core import signing
 
 from emails import tracking
@@ -10,6 +12,7 @@ from emails.models import Delivery
 from emails.sending import delivery_send
 from emails.services import deliver, send_test
 from emails.tasks import deliver_task
+from tests.factories import ProjectFactory
 
 from .conftest import identify, make_template
 
@@ -104,3 +107,27 @@ def test_a_click_token_cannot_be_reused_for_another_url(project):
     except tracking.BadToken:
         return
     raise AssertionError("a token signed with another salt was accepted")
+
+
+@pytest.mark.slow
+def test_end_to_end_a_send_then_its_pixel_and_link_over_http(transactional_db, live_server, settings, smtp_server):
+    """The real path: SMTP server receives the email; its pixel and tracked link are fetched from
+    the live platform server like a mail client would."""
+    settings.PLATFORM_URL = live_server.url
+    project = ProjectFactory(name="Acme")
+    template = make_template(project, publish=True)
+    customer = identify(project, "ada", {"email": "ada@example.com", "name": "Ada"})
+    delivery = deliver(version=template.published_version, customer=customer)
+    deliver_task(delivery.pk)
+    mail = smtp_server.wait_for("ada@example.com")
+
+    pixel = re.search(r'<img src="([^"]+/e/o/[^"]+)"', mail.html).group(1)
+    assert requests.get(pixel, timeout=10).headers["Content-Type"] == "image/gif"
+    link = next(url for url in re.findall(r'href="([^"]+)"', mail.html) if "/e/c/" in url)
+    response = requests.get(link.replace("&amp;", "&"), allow_redirects=False, timeout=10)
+    assert response.status_code == 302
+    assert response.headers["Location"].startswith("https://shop.example.com/orders?id=7&utm_source=timonier")
+
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.CLICKED
+    assert (delivery.open_count, delivery.click_count) == (1, 1)

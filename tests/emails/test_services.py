@@ -137,3 +137,15 @@ def test_customer_deliveries_lists_a_customers_emails(project):
     customer = identify(project, "u-3", {"email": "u3@example.com"})
     delivery = deliver(version=template.published_version, customer=customer)
     assert list(selectors.customer_deliveries(project, customer)) == [delivery]
+
+
+def test_a_sent_version_cannot_be_deleted_alone_but_its_project_can(project):
+    from django.db.models import RestrictedError
+
+    template = make_template(project, publish=True)
+    customer = identify(project, "u-4", {"email": "u4@example.com"})
+    deliver(version=template.published_version, customer=customer)
+    with pytest.raises(RestrictedError):
+        template.published_version.delete()
+    project.delete()
+    assert not Delivery.objects.exists() and not EmailTemplate.objects.exists()
