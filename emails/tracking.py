@@ -15,6 +15,7 @@ from django.db.models import F, Q
 
 from cdp.inbox import commands_enqueue
 from cdp.messages import normalize
+from cdp.models import Customer, Identity
 from organizations.models import Project
 from timonier import clock
 
@@ -36,22 +37,27 @@ class BadToken(Exception):
 
 
 def open_url(delivery_id: int) -> str:
-    return f"{settings.PLATFORM_URL}/e/o/{signing.dumps(delivery_id, salt=OPEN_SALT)}"
+    return f"{settings.PLATFORM_URL}/e/o/{_sign(delivery_id, OPEN_SALT)}"
 
 
 def click_url(delivery_id: int, url: str) -> str:
-    token = signing.dumps({"d": delivery_id, "u": url}, salt=CLICK_SALT, compress=True)
+    token = _sign({"d": delivery_id, "u": url}, CLICK_SALT, compress=True)
     return f"{settings.PLATFORM_URL}/e/c/{token}"
 
 
 def unsubscribe_url(delivery_id: int) -> str:
-    return f"{settings.PLATFORM_URL}/e/u/{signing.dumps(delivery_id, salt=UNSUBSCRIBE_SALT)}"
+    return f"{settings.PLATFORM_URL}/e/u/{_sign(delivery_id, UNSUBSCRIBE_SALT)}"
+
+
+def _sign(value, salt: str, *, compress: bool = False) -> str:
+    # No timestamp (plain Signer): the same link every time it is made, valid as long as the key.
+    return signing.Signer(salt=salt).sign_object(value, compress=compress)
 
 
 def _load(token: str, salt: str):
     try:
-        return signing.loads(token, salt=salt)
-    except signing.BadSignature as exc:
+        return signing.Signer(salt=salt).unsign_object(token)
+    except (signing.BadSignature, ValueError) as exc:  # ValueError: a valid signature over bad data
         raise BadToken from exc
 
 
@@ -128,21 +134,24 @@ def unsubscribe_record(*, delivery: Delivery) -> Unsubscription:
         Delivery.objects.filter(pk=delivery.pk, unsubscribed_at__isnull=True).update(
             unsubscribed_at=now, status=Delivery.Status.UNSUBSCRIBED
         )
-    if created and customer is not None and customer.external_id:
-        _enqueue_unsubscribed_trait(delivery.project_id, customer.external_id, now)
+    if created and customer is not None:
+        _enqueue_unsubscribed_trait(delivery.project_id, customer, now)
     if created:
         logger.info("unsubscribed project=%s delivery=%s", delivery.project_id, delivery.pk)
     return unsubscription
 
 
-def _enqueue_unsubscribed_trait(project_id: int, customer_id: str, at) -> None:
-    raw = {
-        "type": "identify",
-        "customer_id": customer_id,
-        "traits": {"unsubscribed": True},
-        "context": {"source": "emails.unsubscribe"},
-        "timestamp": at.isoformat(),
-    }
+def _enqueue_unsubscribed_trait(project_id: int, customer: Customer, at) -> None:
+    """An identify `{unsubscribed: true}` for the customer, by their customer_id or an anonymous_id."""
+    raw = {"type": "identify", "traits": {"unsubscribed": True}, "timestamp": at.isoformat()}
+    raw["context"] = {"source": "emails.unsubscribe"}
+    if customer.external_id:
+        raw["customer_id"] = customer.external_id
+    else:
+        anonymous = Identity.objects.filter(customer=customer, kind=Identity.Kind.ANONYMOUS_ID).first()
+        if anonymous is None:
+            return
+        raw["anonymous_id"] = anonymous.value
     commands_enqueue(project_id=project_id, messages=[normalize(raw, received_at=at)], received_at=at)
 
 

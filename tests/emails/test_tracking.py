@@ -145,3 +145,21 @@ def test_unsubscriptions_are_per_project(sent):
     template = make_template(other, publish=True)
     customer = identify(other, "ada", {"email": "ada@example.com"})
     assert deliver(version=template.published_version, customer=customer).status == Delivery.Status.QUEUED
+
+
+def test_an_anonymous_customer_is_marked_through_their_anonymous_id(project, platform_url):
+    from cdp.inbox import commands_enqueue
+    from cdp.messages import normalize
+    from timonier import clock
+
+    now = clock.now()
+    raw = {"type": "identify", "anonymous_id": "anon-1", "traits": {"email": "anon@example.com"}}
+    commands_enqueue(project_id=project.pk, messages=[normalize(raw, received_at=now)], received_at=now)
+    process(project)
+    customer = Customer.objects.get(project=project, email="anon@example.com")
+    template = make_template(project, publish=True)
+    delivery = deliver(version=template.published_version, customer=customer)
+    tracking.unsubscribe_record(delivery=delivery)
+    process(project)
+    customer.refresh_from_db()
+    assert customer.traits["unsubscribed"] is True
