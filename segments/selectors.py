@@ -146,13 +146,13 @@ def segment_members_per_day(project: Project, segment: Segment, *, now: datetime
 
 
 def customer_segment_changes_between(
-    project: Project, customer_id: int, *, after: datetime | None, until: datetime | None
+    project: Project, customer_id: int, *, after: datetime | None, until: datetime | None, limit: int
 ) -> list[MembershipChange]:
-    """The customer's entries and exits with `after < at <= until` (an open end when None), newest
-    first: the ones to interleave with a page of their timeline."""
+    """The customer's newest `limit` entries and exits with `after < at <= until` (an open end
+    when None), newest first: the ones to interleave with a page of their timeline."""
     query = customer_segment_changes(project, customer_id)
     if after is not None:
         query = query.filter(at__gt=after)
     if until is not None:
         query = query.filter(at__lte=until)
-    return list(query)
+    return list(query[:limit])

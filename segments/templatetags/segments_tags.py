@@ -66,14 +66,14 @@ def members_chart(per_day) -> dict:
                 title=f"{day.day:%a} {day.day.day} {day.day:%b}: {day.count} {noun}",
             )
         )
-        if i % 7 == 0 or i == len(per_day) - 1:
+        if (len(per_day) - 1 - i) % 7 == 0:  # weekly, ending on today
             labels.append(Label(x=x + BAR_WIDTH / 2, text=f"{day.day.day} {day.day:%b}"))
     ticks = [(baseline, "0"), (PLOT_TOP, f"{top:,}")]
     if top % 2 == 0:
         ticks.insert(1, (PLOT_TOP + PLOT_HEIGHT / 2, f"{top // 2:,}"))
     right = PLOT_LEFT + len(per_day) * BAR_STEP
     return {
-        "width": right + 4,
+        "width": right + 20,  # room for the last day label, centred on the last bar
         "height": baseline + 24,
         "left": PLOT_LEFT,
         "right": right,
@@ -95,6 +95,11 @@ def members_chart(per_day) -> dict:
 def customer_segments(context, customer) -> list:
     """The segments of the page's project the customer is in now, by name."""
     return list(selectors.customer_segments(context["request"].project, customer))
+
+
+# A page of the timeline shows at most this many segment changes (the newest of its period): a
+# customer flapping in and out of a time-window segment must not make one page endless.
+MAX_CHANGES_PER_PAGE = 100
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,7 @@ def segment_timeline(context, customer, events, cursor=None, next_cursor=None, n
     until = _cursor_time(cursor)
     after = items[-1].at if next_cursor and items else None
     changes = selectors.customer_segment_changes_between(
-        context["request"].project, customer.pk, after=after, until=until
+        context["request"].project, customer.pk, after=after, until=until, limit=MAX_CHANGES_PER_PAGE
     )
     merged = items + [TimelineItem(at=change.at, change=change) for change in changes]
     # A stable sort: events keep their order, and an event comes before a change of the same instant.
