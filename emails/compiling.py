@@ -14,6 +14,9 @@ import mjml
 _POSITION_RE = re.compile(r"\s*(?:in root template\s*)?at position (\d+):(\d+)")
 _HEAD_RE = re.compile(r"<mj-head\b[^>]*>", re.IGNORECASE)
 _MJML_OPEN_RE = re.compile(r"<mjml\b[^>]*>", re.IGNORECASE)
+# Whitespace with a line break between two HTML (not MJML) tags, as in `</a>\n  <a …>`: mrml
+# drops it, gluing the two words together, where MJML keeps a space.
+_INLINE_BREAK_RE = re.compile(r"(<(?!/?mj-)/?[a-zA-Z][^<>]*>)[ \t\r]*\n\s*(?=</?(?!mj-)[a-zA-Z])")
 
 
 class MjmlError(Exception):
@@ -27,6 +30,11 @@ class MjmlError(Exception):
             return self.message
         return f"line {self.line}: {self.message}"
 
+    @property
+    def problem(self) -> str:
+        """As listed to the user: "MJML error on line 3: …"."""
+        return f"MJML error on {self}" if self.line else f"MJML error: {self}"
+
 
 def compile_mjml(source: str, *, preheader: str = "") -> str:
     """Compile MJML to HTML; `preheader` (plain text) becomes the preview text unless the MJML has one."""
@@ -37,8 +45,12 @@ def compile_mjml(source: str, *, preheader: str = "") -> str:
     try:
         # No web fonts (the HTML then links nothing on the internet; the stacks fall back to
         # Helvetica/Arial), and mj-include has no loader, so it cannot read files.
-        return mjml.mjml2html(source, fonts={})
+        return mjml.mjml2html(_INLINE_BREAK_RE.sub(r"\1 ", source), fonts={})
     except ValueError as exc:
+        try:  # again as written, for an error position in the source's own lines
+            mjml.mjml2html(source, fonts={})
+        except ValueError as original:
+            raise _error(str(original), source) from exc
         raise _error(str(exc), source) from exc
 
 
@@ -114,6 +126,7 @@ class _TextExtractor(HTMLParser):
     def handle_data(self, data):
         if self.skipping:
             return
+        data = re.sub(r"\s+", " ", data)  # in HTML a line break in text is a space
         if self.link is not None:
             self.link[1].append(data)
         else:

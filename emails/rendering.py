@@ -63,7 +63,7 @@ def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
     try:
         html = compile_mjml(mjml, preheader=preheader)
     except MjmlError as exc:
-        raise RenderError("mjml", f"MJML {exc}") from exc
+        raise RenderError("mjml", exc.problem) from exc
     return subject, preheader, html
 
 

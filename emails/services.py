@@ -114,7 +114,7 @@ def _design_problems(mjml: str) -> list[str]:
         # Compiled as written (Liquid markup is text to MJML), so lines match the source.
         compile_mjml(mjml)
     except MjmlError as exc:
-        problems.append(f"MJML error on {exc}" if exc.line else f"MJML error: {exc}")
+        problems.append(exc.problem)
     return problems
 
 

@@ -70,3 +70,11 @@ def test_text_part_keeps_links_as_text_and_url():
     assert "Hello our shop (https://example.com/a?x=1&y=2)" in text
     assert "Buy now (https://example.com/buy)" in text
     assert "<" not in text
+
+
+def test_words_split_by_a_line_break_between_tags_stay_apart():
+    html = compile_mjml(
+        doc('<mj-text><a href="https://a.example">Help</a>\n  <a href="https://b.example">Write</a></mj-text>')
+    )
+    assert "</a> <a" in html
+    assert "Help (https://a.example) Write (https://b.example)" in html_to_text(html)
