@@ -166,7 +166,16 @@ def test_event_count_window_and_filters_and_a_segment_in_a_not(page: Page, proje
             {"type": "not", "condition": {"type": "segment", "segment_id": pro.pk}},
         ],
     }
-    # Remove the first condition: the group keeps the other.
+    # A nested group, then removing the first condition: the group keeps the others.
+    page.get_by_role("button", name="Add group").last.click()
+    nested = head(page, "conditions[2].conditions[0]")
+    nested.get_by_label("Trait").fill("vip")
+    nested.get_by_label("Operator").select_option("is_set")
+    assert condition_json(page)["conditions"][2] == {
+        "type": "and",
+        "conditions": [{"type": "trait", "name": "vip", "op": "is_set"}],
+    }
+    head(page, "conditions[2]").get_by_role("button", name="Remove condition").click()
     head(page, "conditions[0]").get_by_role("button", name="Remove condition").click()
     assert condition_json(page)["conditions"] == [
         {"type": "not", "condition": {"type": "segment", "segment_id": pro.pk}}

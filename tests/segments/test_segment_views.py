@@ -376,6 +376,35 @@ def test_customer_page_lists_their_segments_and_entries_on_the_timeline(personas
     assert timeline.index("Left segment") < timeline.index("Entered segment") < timeline.index("purchase")
 
 
+def test_segment_changes_appear_on_the_timeline_page_of_their_period(personas):
+    customer = jane(personas.project)
+    pro = built(personas.project, "Pro Users", PRO)
+    MembershipChange.objects.filter(segment=pro).delete()
+    now = clock.now()
+    events = [make_event(customer, f"event_{i}", ago=timedelta(minutes=i)) for i in range(1, 31)]  # 25 a page
+    for kind, minutes in (("entered", 27.5), ("exited", 10.5), ("entered", 0.5)):
+        MembershipChange.objects.create(
+            segment=pro, customer_id=customer.pk, kind=kind, at=now - timedelta(minutes=minutes)
+        )
+    client = personas.client("member")
+    customer_url = f"/o/{personas.organization.slug}/{personas.project.slug}/customers/{customer.pk}"
+
+    def timeline(page: str) -> list[str]:
+        block = re.search(r'data-testid="events">(.*?)</ol>', page, re.S).group(1)
+        return re.findall(r'data-event-id="(\d+)"|(Entered|Left) segment', block)
+
+    first = text(client.get(customer_url))
+    lines = [kind or int(pk) for pk, kind in timeline(first)]
+    assert lines == ["Entered", *[e.pk for e in events[:10]], "Left", *[e.pk for e in events[10:25]]]
+    older = re.search(r'href="([^"]+)">Older events →</a>', first).group(1)
+    second = text(client.get(html.unescape(older)))
+    lines = [kind or int(pk) for pk, kind in timeline(second)]
+    assert lines == [events[25].pk, events[26].pk, "Entered", events[27].pk, events[28].pk, events[29].pk]
+    # Filtered by event name, the timeline shows those events only.
+    filtered = text(client.get(customer_url, {"name": "event_1"}))
+    assert [kind or int(pk) for pk, kind in timeline(filtered)] == [events[0].pk]
+
+
 def test_customer_page_links_the_segments_they_are_in(personas):
     customer = jane(personas.project)
     pro = built(personas.project, "Pro Users", PRO)
