@@ -1,9 +1,32 @@
+from datetime import timedelta
+
 from celery import shared_task
 
+from timonier import clock
+
 from . import sending
+from .models import Delivery
+
+# A delivery still queued this long after it was created lost its task (the broker was down when
+# it was sent, or the message was dropped): the sweep sends it.
+STRANDED_AFTER = timedelta(minutes=2)
+SWEEP_BATCH = 500
 
 
 @shared_task(ignore_result=True)
 def deliver_task(delivery_id: int) -> None:
     """Send one queued delivery (a no-op if it was already claimed: safe to run twice)."""
     sending.delivery_send(delivery_id=delivery_id)
+
+
+@shared_task(ignore_result=True)
+def deliveries_sweep_task() -> int:
+    """Backstop for lost tasks: send the deliveries left queued; returns how many it sent."""
+    stranded = Delivery.objects.filter(
+        status=Delivery.Status.QUEUED, created_at__lt=clock.now() - STRANDED_AFTER
+    ).order_by("pk")
+    sent = 0
+    for delivery_id in stranded.values_list("pk", flat=True)[:SWEEP_BATCH]:
+        if sending.delivery_send(delivery_id=delivery_id) is not None:
+            sent += 1
+    return sent

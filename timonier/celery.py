@@ -97,6 +97,11 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(seconds=settings.SEGMENT_RECONCILE_SECONDS),
         "options": {"expires": settings.SEGMENT_RECONCILE_SECONDS},
     },
+    "emails-sweep-deliveries": {
+        "task": "emails.tasks.deliveries_sweep_task",
+        "schedule": timedelta(minutes=1),
+        "options": {"expires": 60},
+    },
     "accounts-purge-expired-verifications": {
         "task": "accounts.tasks.purge_expired_verifications_task",
         "schedule": timedelta(hours=1),

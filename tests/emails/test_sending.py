@@ -131,3 +131,22 @@ def test_end_to_end_a_send_then_its_pixel_and_link_over_http(transactional_db, l
     delivery.refresh_from_db()
     assert delivery.status == Delivery.Status.CLICKED
     assert (delivery.open_count, delivery.click_count) == (1, 1)
+
+
+def test_the_sweep_sends_a_delivery_whose_task_was_lost(project, smtp_server, platform_url, monkeypatch):
+    from datetime import timedelta
+
+    from emails.tasks import deliveries_sweep_task
+    from timonier import clock
+
+    template = make_template(project)
+    delivery = send_test(template=template, to_email="lost@example.com", user=None)  # its task never runs
+    assert deliveries_sweep_task() == 0  # just queued: its task may still come
+
+    later = clock.now() + timedelta(minutes=3)
+    monkeypatch.setattr("timonier.clock.now", lambda: later)
+    assert deliveries_sweep_task() == 1
+    smtp_server.wait_for("lost@example.com")
+    delivery.refresh_from_db()
+    assert delivery.status == Delivery.Status.SENT
+    assert deliveries_sweep_task() == 0
