@@ -4,6 +4,8 @@ A segment created, or whose condition changed, is `building` until a worker has 
 members (`tasks.segment_build_task`, sent when the transaction commits).
 """
 
+import logging
+
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
@@ -12,6 +14,8 @@ from timonier import clock
 
 from .conditions import referenced_segments, validate
 from .models import Segment
+
+logger = logging.getLogger(__name__)
 
 
 def segment_create(*, project: Project, name: str, description: str = "", condition: dict) -> Segment:
@@ -68,7 +72,14 @@ def _build_on_commit(segment: Segment) -> None:
     from .tasks import segment_build_task  # tasks import the services' models; import when used
 
     segment_id = segment.pk
-    transaction.on_commit(lambda: segment_build_task.delay(segment_id))
+
+    def send():
+        try:
+            segment_build_task.delay(segment_id)
+        except Exception:  # the broker is down: the periodic refresh builds what stays `building`
+            logger.exception("segment %s: could not queue its build", segment_id)
+
+    transaction.on_commit(send)
 
 
 def _check(segment: Segment) -> None:
@@ -88,27 +99,47 @@ def _check(segment: Segment) -> None:
 
 def _segment_reference_problems(segment: Segment) -> list[str]:
     """Segment conditions must name segments of the same project, and never lead back to this one."""
-    used = referenced_segments(segment.condition)
-    if not used:
+    references = list(_segment_references(segment.condition, ""))
+    if not references:
         return []
     conditions = dict(Segment.objects.filter(project_id=segment.project_id).values_list("pk", "condition"))
-    problems = [
-        f"segment_id: no segment {pk} in this project" for pk in sorted(used) if pk not in conditions
-    ]
     if segment.pk is not None:
         conditions[segment.pk] = segment.condition
-        if segment.pk in used:
-            problems.append("segment_id: a segment cannot use itself")
-        else:
-            # Depth-first through the segments used, looking for this one.
-            seen, pending = set(), list(used)
-            while pending:
-                current = pending.pop()
-                if current == segment.pk:
-                    problems.append("segment_id: this would make a cycle: the segments used lead back to this one")
-                    break
-                if current in seen or current not in conditions:
-                    continue
-                seen.add(current)
-                pending.extend(referenced_segments(conditions[current]))
+    problems = []
+    for path, pk in references:
+        where = f"{path}.segment_id" if path else "segment_id"
+        if pk not in conditions:
+            problems.append(f"{where}: no segment {pk} in this project")
+        elif pk == segment.pk:
+            problems.append(f"{where}: a segment cannot use itself")
+        elif segment.pk is not None and _leads_to(pk, segment.pk, conditions):
+            problems.append(f"{where}: this would make a cycle: segment {pk} uses this segment")
     return problems
+
+
+def _segment_references(node, path: str):
+    """(JSON path, segment id) of every segment condition, in document order."""
+    if not isinstance(node, dict):
+        return
+    kind = node.get("type")
+    if kind == "segment":
+        yield path, node["segment_id"]
+    elif kind in ("and", "or"):
+        for index, child in enumerate(node["conditions"]):
+            yield from _segment_references(child, f"{path}.conditions[{index}]" if path else f"conditions[{index}]")
+    elif kind == "not":
+        yield from _segment_references(node["condition"], f"{path}.condition" if path else "condition")
+
+
+def _leads_to(start: int, target: int, conditions: dict[int, dict]) -> bool:
+    """Whether segment `start` uses `target`, directly or through other segments."""
+    seen, pending = set(), [start]
+    while pending:
+        current = pending.pop()
+        if current == target:
+            return True
+        if current in seen or current not in conditions:
+            continue
+        seen.add(current)
+        pending.extend(referenced_segments(conditions[current]))
+    return False

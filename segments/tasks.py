@@ -2,6 +2,7 @@
 
 import logging
 from contextlib import contextmanager
+from datetime import timedelta
 
 from celery import shared_task
 from django.conf import settings
@@ -29,10 +30,19 @@ def segment_build_task(segment_id: int) -> None:
 @shared_task(ignore_result=True)
 def segments_refresh_windows_task() -> None:
     """Re-evaluate the segments with a window relative to now (`within`), so a customer leaves
-    "purchased in the last 7 days" on day 8 without sending anything."""
+    "purchased in the last 7 days" on day 8 without sending anything; and build the segments
+    whose build task was lost."""
     with _alone("segments:refresh-windows") as first:
         if first:
-            _rebuild(segment for segment in Segment.objects.order_by("pk") if uses_relative_window(segment.condition))
+            # Also the segments still `building` a while after their change: their build task was
+            # lost (the broker was down when it was sent).
+            stale = clock.now() - timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS)
+            _rebuild(
+                segment
+                for segment in Segment.objects.order_by("pk")
+                if uses_relative_window(segment.condition)
+                or (segment.status == Segment.Status.BUILDING and segment.updated_at < stale)
+            )
 
 
 @shared_task(ignore_result=True)

@@ -83,11 +83,11 @@ def test_customer_list_shows_jane_doe_with_her_external_id(personas):
     assert "now" in page  # last seen, naturaltime
 
 
-def test_sidebar_links_customers_between_dashboard_and_api_keys(personas):
+def test_sidebar_lists_the_project_sections_in_order(personas):
     page = text(personas.client("member").get(project_url(personas.project, "customers")))
     sidebar = re.search(r'<nav class="sidebar".*?</nav>', page, re.S).group(0)
     labels = re.findall(r">([^<>]+)</a>", sidebar)
-    assert labels == ["Dashboard", "Customers", "API Keys", "Settings"]
+    assert labels == ["Dashboard", "Customers", "Segments", "Email Templates", "API Keys", "Settings"]
     assert 'class="active" aria-current="page">Customers</a>' in sidebar
 
 

@@ -192,7 +192,9 @@ def test_segment_conditions_must_name_a_segment_of_the_project_and_make_no_cycle
     b = segment_create(project=api.project, name="B", condition={"type": "segment", "segment_id": a.pk})
     with pytest.raises(ValidationError) as error:
         segment_update(segment=a, condition={"type": "not", "condition": {"type": "segment", "segment_id": b.pk}})
-    assert "cycle" in error.value.message_dict["condition"][0]
+    assert error.value.message_dict["condition"] == [
+        f"condition.segment_id: this would make a cycle: segment {b.pk} uses this segment"
+    ]
     with pytest.raises(ValidationError) as error:
         segment_update(segment=a, condition={"type": "segment", "segment_id": a.pk})
     assert error.value.message_dict["condition"] == ["segment_id: a segment cannot use itself"]
@@ -259,3 +261,19 @@ def test_a_periodic_refresh_already_running_is_not_doubled(api, monkeypatch):
     segments_refresh_windows_task()
     weekly.refresh_from_db()
     assert weekly.last_computed_at == NOW
+
+
+def test_a_segment_whose_build_task_was_lost_is_built_by_the_periodic_refresh(api, monkeypatch):
+    from segments.tasks import segments_refresh_windows_task
+    from timonier import clock
+
+    store_customer(api.project, {"plan": "pro"})
+    pro = segment_create(project=api.project, name="Pro", condition=PRO)  # no worker ever builds it
+    segments_refresh_windows_task()
+    assert Segment.objects.get(pk=pro.pk).status == Segment.Status.BUILDING  # its task may still come
+
+    later = clock.now() + timedelta(minutes=5)
+    monkeypatch.setattr("timonier.clock.now", lambda: later)
+    segments_refresh_windows_task()
+    pro.refresh_from_db()
+    assert (pro.status, pro.member_count) == (Segment.Status.READY, 1)

@@ -298,7 +298,7 @@ def test_patch_refuses_a_cycle_between_two_segments(api):
     )
 
     assert_bad_request(
-        response, "condition.segment_id: this would make a cycle: the segments used lead back to this one"
+        response, f"condition.condition.segment_id: this would make a cycle: segment {a['id']} uses this segment"
     )
     assert Segment.objects.get(pk=b["id"]).condition == PRO
 
