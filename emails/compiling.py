@@ -10,6 +10,7 @@ import re
 from html.parser import HTMLParser
 
 import mjml
+from django.conf import settings
 
 _POSITION_RE = re.compile(r"\s*(?:in root template\s*)?at position (\d+):(\d+)")
 _HEAD_RE = re.compile(r"<mj-head\b[^>]*>", re.IGNORECASE)
@@ -36,19 +37,26 @@ class MjmlError(Exception):
         return f"MJML error on {self}" if self.line else f"MJML error: {self}"
 
 
+def social_icon_origin() -> str:
+    """Where `mj-social` icons are served: `emails/static/emails/social/` (scripts/social_icons.py)."""
+    return f"{settings.PLATFORM_URL}/{settings.STATIC_URL.strip('/')}/emails/social/"
+
+
 def compile_mjml(source: str, *, preheader: str = "") -> str:
     """Compile MJML to HTML; `preheader` (plain text) becomes the preview text unless the MJML has one."""
     if not source.strip():
         raise MjmlError("the design is empty")
     if preheader and "<mj-preview" not in source:
         source = _with_preview(source, preheader)
+    # No web fonts (the HTML then links nothing on the internet; the stacks fall back to
+    # Helvetica/Arial), social icons from Timonier instead of mailjet.com, and mj-include has no
+    # loader, so it cannot read files.
+    options = {"fonts": {}, "social_icon_origin": social_icon_origin()}
     try:
-        # No web fonts (the HTML then links nothing on the internet; the stacks fall back to
-        # Helvetica/Arial), and mj-include has no loader, so it cannot read files.
-        return mjml.mjml2html(_INLINE_BREAK_RE.sub(r"\1 ", source), fonts={})
+        return mjml.mjml2html(_INLINE_BREAK_RE.sub(r"\1 ", source), **options)
     except ValueError as exc:
         try:  # again as written, for an error position in the source's own lines
-            mjml.mjml2html(source, fonts={})
+            mjml.mjml2html(source, **options)
         except ValueError as original:
             raise _error(str(original), source) from exc
         raise _error(str(exc), source) from exc

@@ -78,3 +78,22 @@ def test_words_split_by_a_line_break_between_tags_stay_apart():
     )
     assert "</a> <a" in html
     assert "Help (https://a.example) Write (https://b.example)" in html_to_text(html)
+
+
+def test_social_icons_are_served_by_timonier_not_mailjet(settings):
+    from pathlib import Path
+
+    settings.PLATFORM_URL = "https://timonier.example.com"
+    networks = ["facebook", "twitter", "linkedin", "instagram", "github", "youtube", "web"]
+    elements = "".join(
+        f'<mj-social-element name="{name}" href="https://example.com">{name}</mj-social-element>' for name in networks
+    )
+    html = compile_mjml(
+        f"<mjml><mj-body><mj-section><mj-column><mj-social>{elements}</mj-social></mj-column></mj-section></mj-body></mjml>"
+    )
+
+    assert "mailjet" not in html
+    static = Path(__file__).resolve().parents[2] / "emails" / "static" / "emails" / "social"
+    for name in networks:
+        assert f'src="https://timonier.example.com/static/emails/social/{name}.png"' in html
+        assert (static / f"{name}.png").is_file()
