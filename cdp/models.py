@@ -70,7 +70,6 @@ class Customer(models.Model):
     last_seen_at = models.DateTimeField()
     created_at = models.DateTimeField(default=clock.now)
     updated_at = models.DateTimeField(default=clock.now)
-    unsubscribed = models.BooleanField(default=False)
 
     class Meta:
         # No index on last_seen_at or traits: every batch rewrites those columns, and leaving them

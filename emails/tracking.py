@@ -157,7 +157,8 @@ def _enqueue_unsubscribed_trait(project_id: int, customer: Customer, at) -> None
 
 def is_unsubscribed(*, project: Project, email: str, customer=None) -> bool:
     """Whether marketing email to this address (or customer) must be skipped."""
-    if customer is not None and (customer.unsubscribed or (customer.traits or {}).get("unsubscribed") is True):
+    # The trait is how Customer.io marks it too: an app may also send `unsubscribed: true` itself.
+    if customer is not None and (customer.traits or {}).get("unsubscribed") is True:
         return True
     condition = Q(email=email.strip().lower())
     if customer is not None:
