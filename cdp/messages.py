@@ -284,3 +284,21 @@ def normalize_batch(raw, *, received_at: datetime, max_items: int) -> list[dict]
             raise MessageError(f"{prefix}type: is required")
         messages.append(normalize(item, received_at=received_at, prefix=prefix))
     return messages
+
+
+def erasure_message(customer_id: str, *, at: datetime) -> dict:
+    """The message of a right-to-erasure request (DELETE /v1/customers/{id}): it is queued like
+    every call, behind the ones accepted before it."""
+    return {
+        "type": "delete",
+        "customer_id": customer_id,
+        "anonymous_id": None,
+        "event": "",
+        "traits": None,
+        "properties": {},
+        "context": {},
+        "timestamp": at.isoformat(),
+        "message_id": str(uuid.uuid4()),
+        "previous": None,
+        "group_id": None,
+    }

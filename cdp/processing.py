@@ -333,7 +333,9 @@ class Batch:
         erased = [p.pk for p in self.deletions if p.pk is not None]
         removing = [s.pk for s, _ in self.merges if s.pk is not None and id(s.final()) not in deleted] + erased
         if removing:
-            signals.customers_removing.send(sender=Batch, project_id=self.project_id, customer_ids=removing)
+            signals.customers_removing.send(
+                sender=Batch, project_id=self.project_id, customer_ids=removing, erased=erased
+            )
 
         # Merges: move what the database holds of each persisted secondary to its final primary.
         for secondary, _ in self.merges:

@@ -3,8 +3,9 @@
 - `customers_changed(project_id, changes, recheck_all)`: after a batch commits; `changes` maps
   each customer id to (names of traits that changed, names of events tracked); `recheck_all` is
   the set of customer ids created or merged into by the batch, on which anything may now hold.
-- `customers_removing(project_id, customer_ids)`: inside the batch's transaction, once, before
-  the batch deletes customers (merged into another, or erased), so their memberships can end.
+- `customers_removing(project_id, customer_ids, erased)`: inside the batch's transaction, once,
+  before the batch deletes customers (merged into another, or erased), so their memberships can
+  end; `erased` lists those of `customer_ids` erased (right to erasure): forget what you keep of them.
 - `customer_merged(project_id, secondary_id, primary_id)`: inside the batch's transaction, before
   the secondary customer row is deleted.
 """

@@ -1,14 +1,12 @@
 """Read endpoints of customers and their events, and the right-to-erasure call."""
 
-import uuid
-
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
 from timonier import clock
 
 from .. import selectors
-from ..messages import CUSTOMER_ID_RE
+from ..messages import CUSTOMER_ID_RE, erasure_message
 from ..models import Customer, Event
 from .http import ApiError, error_response, json_response, reject_nul
 from .ingest import authenticate, enqueue, rate_limit
@@ -135,19 +133,7 @@ def _customer_erase(project, customer_id: str) -> HttpResponse:
     if len(customer_id) > 255 or not CUSTOMER_ID_RE.fullmatch(customer_id):
         raise ApiError(400, "customer_id: not a valid customer_id")
     now = clock.now()
-    message = {
-        "type": "delete",
-        "customer_id": customer_id,
-        "anonymous_id": None,
-        "event": "",
-        "traits": None,
-        "properties": {},
-        "context": {},
-        "timestamp": now.isoformat(),
-        "message_id": str(uuid.uuid4()),
-        "previous": None,
-        "group_id": None,
-    }
+    message = erasure_message(customer_id, at=now)
     command_id = enqueue(project.pk, [message], now)
     return json_response({"success": True, "command_id": command_id}, status=202)
 
