@@ -3,16 +3,17 @@
 Trait conditions and event property filters become a `JsonMatch`: SQL written per database so
 that it follows the rules of `grammar` exactly (JSON types, case-sensitive text, dates as text).
 Every `JsonMatch` is true or false, never NULL, so `not` and the negative operators are exact
-negations. Event conditions become `EXISTS` or a `COUNT(*)` subquery over the customer's events.
+negations. Event conditions become `EXISTS` over the customer's events, or, for a count, `IN` (or
+`NOT IN`) the customers of one `GROUP BY customer_id HAVING COUNT(*) …` over the matching events.
 """
 
 import json
+import operator
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import NotSupportedError
-from django.db.models import BooleanField, Exists, Expression, F, IntegerField, OuterRef, Q, Subquery
-from django.db.models.lookups import Exact, GreaterThan, GreaterThanOrEqual, LessThan, LessThanOrEqual
+from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRef, Q
 
 from cdp.models import Event
 from segments.models import Membership
@@ -31,48 +32,55 @@ SQL_COMPARISONS = {
     "greater_than_or_equals": ">=",
     "less_than_or_equals": "<=",
 }
+COUNT_TESTS = {
+    "equals": operator.eq,
+    "not_equals": operator.ne,
+    "greater_than": operator.gt,
+    "less_than": operator.lt,
+    "greater_than_or_equals": operator.ge,
+    "less_than_or_equals": operator.le,
+}
 COUNT_LOOKUPS = {
-    "equals": Exact,
-    "greater_than": GreaterThan,
-    "less_than": LessThan,
-    "greater_than_or_equals": GreaterThanOrEqual,
-    "less_than_or_equals": LessThanOrEqual,
+    "equals": "exact",
+    "greater_than": "gt",
+    "less_than": "lt",
+    "greater_than_or_equals": "gte",
+    "less_than_or_equals": "lte",
 }
 
 
-def compile_sql(condition: dict, *, now: datetime) -> Q:
+def compile_sql(condition: dict, *, now: datetime, project_id: int | None = None, customer_ids=None) -> Q:
     """A filter for `Customer.objects.filter(project=p).filter(...)` selecting the customers that
-    `matches` the condition at `now`. Raises InvalidCondition if the condition is not valid."""
+    `matches` the condition at `now`. Raises InvalidCondition if the condition is not valid.
+
+    Neither keyword changes the answer, only the work done by event counts, which are computed
+    in one pass for many customers: `project_id` (p's id) makes them read only p's events, through
+    the indexes that start with the project, instead of every project's (a customer's events are
+    all in its project); `customer_ids` (the right-hand side of an `__in` lookup), when the filter
+    is applied to those customers only, makes them count these customers' events alone."""
     ensure_valid(condition)
-    return _compile(condition, now)
+    return _compile(condition, now, {"project_id": project_id, "customer_ids": customer_ids})
 
 
-def _compile(node: dict, now: datetime) -> Q:
+def _compile(node: dict, now: datetime, scope: dict) -> Q:
     kind = node["type"]
     if kind in ("and", "or"):
-        parts = [_compile(child, now) for child in node["conditions"]]
+        parts = [_compile(child, now, scope) for child in node["conditions"]]
         combined = parts[0]
         for part in parts[1:]:
             combined = combined & part if kind == "and" else combined | part
         return combined
     if kind == "not":
-        return ~_compile(node["condition"], now)
+        return ~_compile(node["condition"], now, scope)
     if kind == "trait":
         return Q(JsonMatch(F("traits"), node["name"], node["op"], node.get("value")))
     if kind == "segment":
         return Q(Exists(Membership.objects.filter(segment_id=node["segment_id"], customer=OuterRef("pk"))))
-    return _compile_event(node, now)
+    return _compile_event(node, now, scope)
 
 
-class SubqueryCount(Subquery):
-    template = "(SELECT COUNT(*) FROM (%(subquery)s) _matching)"
-    output_field = IntegerField()
-
-
-def _compile_event(node: dict, now: datetime) -> Q:
-    events = Event.objects.filter(
-        project=OuterRef("project"), customer=OuterRef("pk"), type="track", name=node["event_name"]
-    )
+def _compile_event(node: dict, now: datetime, scope: dict) -> Q:
+    events = Event.objects.filter(type="track", name=node["event_name"])
     if "within" in node:
         events = events.filter(timestamp__gte=window_start(node["within"], now))
     if "between" in node:
@@ -82,19 +90,27 @@ def _compile_event(node: dict, now: datetime) -> Q:
         )
     for item in node.get("where", []):
         events = events.filter(JsonMatch(F("properties"), item["name"], item["op"], item.get("value")))
-    rule = node.get("count")
-    if rule is None:
-        return Q(Exists(events))
+    rule = node.get("count", {"op": "greater_than_or_equals", "value": 1})
     op, value = rule["op"], rule["value"]
-    # Presence tests read better and run faster as EXISTS than as a count.
+    own_events = events.filter(project=OuterRef("project"), customer=OuterRef("pk"))
+    # Presence tests read better and run faster as EXISTS (a semi-join) than as a count.
     if (op, value) in (("greater_than_or_equals", 1), ("greater_than", 0), ("not_equals", 0)):
-        return Q(Exists(events))
+        return Q(Exists(own_events))
     if (op, value) in (("equals", 0), ("less_than", 1), ("less_than_or_equals", 0)):
-        return ~Q(Exists(events))
-    counted = SubqueryCount(events.order_by().values("id"))
-    if op == "not_equals":
-        return ~Q(Exact(counted, value))
-    return Q(COUNT_LOOKUPS[op](counted, value))
+        return ~Q(Exists(own_events))
+    # Any other count: the customers whose count satisfies the rule, counted once for everyone in
+    # one GROUP BY over the matching events (a hashed set), rather than one COUNT per customer.
+    # When zero satisfies it, customers without events match too: they are everyone except those
+    # whose (non-zero) count does not satisfy it.
+    if scope["project_id"] is not None:
+        events = events.filter(project_id=scope["project_id"])
+    if scope["customer_ids"] is not None:
+        events = events.filter(customer_id__in=scope["customer_ids"])
+    counts = events.order_by().values("customer_id").annotate(matching=Count("*"))
+    satisfies = ~Q(matching=value) if op == "not_equals" else Q(**{f"matching__{COUNT_LOOKUPS[op]}": value})
+    if COUNT_TESTS[op](0, value):
+        return ~Q(pk__in=counts.filter(~satisfies).values("customer_id"))
+    return Q(pk__in=counts.filter(satisfies).values("customer_id"))
 
 
 class JsonMatch(Expression):
