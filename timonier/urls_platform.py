@@ -6,6 +6,7 @@ urlpatterns = [
     path("", include("accounts.urls")),
     path("", include("organizations.urls")),
     path("", include("cdp.urls")),
+    path("", include("emails.urls")),
     path("", include("emails.urls_tracking")),
     path("", include("segments.urls")),
 ]
