@@ -27,13 +27,14 @@ from .models import EmailTemplate
 
 PREVIEW_CUSTOMER_MATCHES = 10
 MAX_DESIGN_BYTES = 5 * 1024 * 1024  # a designer save: project data and MJML, as JSON
-# The email preview and the designer load nothing from outside Timonier. The rules also hold for
-# the designer's canvas iframe, which inherits them. Scripts and styles: GrapesJS injects inline
-# styles, and the canvas writes its document through the parent.
+# The email preview and the designer load nothing from outside Timonier, whatever a design holds
+# (designer.js already switches off every third-party URL of GrapesJS and its MJML plugin; these
+# are the backstop). The designer's canvas iframe inherits its rules. Inline styles: GrapesJS and
+# MJML's HTML are full of them. The preview runs no script at all (and its iframe is sandboxed).
 PREVIEW_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src 'self' data:"
 DESIGNER_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
-    "font-src 'self' data:; script-src 'self' 'unsafe-inline'; connect-src 'self'; frame-src 'self' blob: about:"
+    "font-src 'self' data:; script-src 'self'; connect-src 'self'"
 )
 
 
@@ -52,9 +53,25 @@ def _url(request: HttpRequest, name: str, *args) -> str:
     return reverse(f"emails:{name}", args=[request.organization.slug, request.project.slug, *args])
 
 
+# How the services' error keys read on the page.
+FIELD_LABELS = {
+    **{name: str(field.label) for name, field in TemplateSettingsForm.base_fields.items()},
+    "mjml": "Design",
+    "design": "Design",
+    "customer": "Customer",
+    "to_email": "Send test to",
+    "name": "Name",
+}
+
+
 def _validation_messages(exc: ValidationError) -> list[str]:
+    """Each message of a service's ValidationError, after the label of the field it is about."""
     if hasattr(exc, "error_dict"):
-        return [f"{field}: {message}" for field, errors in exc.message_dict.items() for message in errors]
+        return [
+            f"{FIELD_LABELS.get(field, field)}: {message}"
+            for field, errors in exc.message_dict.items()
+            for message in errors
+        ]
     return list(exc.messages)
 
 
@@ -73,8 +90,8 @@ def template_new(request: HttpRequest) -> HttpResponse:
                 project=request.project, name=form.cleaned_data["name"], user=request.user
             )
         except ValidationError as exc:
-            for message in _validation_messages(exc):
-                form.add_error("name", message.removeprefix("name: "))
+            for message in exc.messages:
+                form.add_error("name", message)
         else:
             return redirect(_url(request, "template", template.pk))
     return render(request, "emails/template_new.html", {"form": form})
@@ -186,8 +203,11 @@ def template_send_test(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.send_test(template=template, to_email=to_email, user=request.user, customer=customer)
         except ValidationError as exc:
-            for message in _validation_messages(exc):
-                form.add_error("to_email", message.removeprefix("to_email: "))
+            for field, errors in getattr(exc, "error_dict", {"to_email": exc.error_list}).items():
+                for message in ValidationError(errors).messages:
+                    form.add_error(
+                        "to_email", message if field == "to_email" else f"{FIELD_LABELS.get(field, field)}: {message}"
+                    )
         else:
             messages.success(request, f"Test email to {to_email} queued: it arrives within seconds.")
             return redirect(_url(request, "template", template.pk))
@@ -201,7 +221,16 @@ def template_publish(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         version = services.template_publish(template=template, user=request.user)
     except ValidationError as exc:
-        return _detail(request, template, publish_errors=_validation_messages(exc), status=400)
+        # The settings' own errors also go under their fields (a missing subject, a Liquid error).
+        settings_form = TemplateSettingsForm(data=TemplateSettingsForm.for_template(template).initial)
+        settings_form.is_valid()
+        for field, errors in getattr(exc, "error_dict", {}).items():
+            if field in settings_form.fields:
+                for message in ValidationError(errors).messages:
+                    settings_form.add_error(field, message)
+        return _detail(
+            request, template, publish_errors=_validation_messages(exc), settings_form=settings_form, status=400
+        )
     messages.success(request, f"Published version {version.number}.")
     return redirect(_url(request, "template", template.pk))
 

@@ -7,6 +7,7 @@ Every request the browser makes is checked: none may leave 127.0.0.1.
 """
 
 import json
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -15,7 +16,7 @@ from django.conf import settings as django_settings
 from playwright.sync_api import Page, expect
 
 import emails
-from emails.models import EmailTemplate
+from emails.models import Delivery, EmailTemplate
 from organizations.models import Role
 from tests.conftest import signed_in_client
 
@@ -175,6 +176,8 @@ def test_design_save_reopen_publish_and_send_a_test(signed_in, page: Page, smtp_
     page.get_by_role("link", name="← Back to template").click()
     assert page.url == template_url
     expect(page.frame_locator('iframe[title="Email preview"]').get_by_text(THANKS)).to_be_visible()
+    page.get_by_role("button", name="Mobile").click()
+    assert page.locator('iframe[title="Email preview"]').evaluate("frame => frame.offsetWidth") == 375
     page.get_by_label("Subject").fill("Thanks for your order, {{ customer.name }}")
     page.get_by_role("button", name="Save settings").click()
     expect(page.get_by_text("Settings saved.")).to_be_visible()
@@ -194,6 +197,9 @@ def test_design_save_reopen_publish_and_send_a_test(signed_in, page: Page, smtp_
     assert "/e/o/" in mail.html  # the open-tracking pixel
     assert mail.message["List-Unsubscribe"]
     assert mail.message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    pixel = re.search(r'<img[^>]+src="([^"]*/e/o/[^"]+)"', mail.html).group(1)
+    assert page.request.get(pixel).ok
+    assert Delivery.objects.get(to_email="buyer@example.com").opened_at is not None
 
     assert network.external == []
     assert network.refused == []

@@ -245,7 +245,9 @@ def test_publish_without_a_subject_shows_the_services_errors(personas):
     response = personas.client("member").post(url(personas.project, f"email-templates/{template.pk}/publish"))
 
     assert response.status_code == 400
-    assert "subject: A subject is required to publish." in response.content.decode()
+    page = response.content.decode()
+    assert "Subject: A subject is required to publish." in page
+    assert re.search(r'id="id_subject-errors"><li>A subject is required to publish.', page)
     assert not template.versions.exists()
 
 
@@ -255,7 +257,7 @@ def test_publish_with_a_liquid_error_names_the_line(personas):
     response = personas.client("member").post(url(personas.project, f"email-templates/{template.pk}/publish"))
 
     assert response.status_code == 400
-    assert re.search(r"mjml: Liquid error on line \d", response.content.decode())
+    assert re.search(r"Design: Liquid error on line 2", response.content.decode())
 
 
 def test_history_lists_versions_with_the_diff_between_them(personas):
