@@ -8,10 +8,11 @@ import uuid
 
 from django.conf import settings
 from django.contrib import messages
-from django.core.exceptions import ValidationError
+from django.core.exceptions import RequestDataTooBig, ValidationError
 from django.core.files.storage import default_storage
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
 from django.templatetags.static import static
 from django.urls import reverse
 from django.views.decorators.clickjacking import xframe_options_sameorigin
@@ -26,7 +27,6 @@ from .forms import ImageUploadForm, SendTestForm, TemplateCreateForm, TemplateSe
 from .models import EmailTemplate
 
 PREVIEW_CUSTOMER_MATCHES = 10
-MAX_DESIGN_BYTES = 5 * 1024 * 1024  # a designer save: project data and MJML, as JSON
 # The email preview and the designer load nothing from outside Timonier, whatever a design holds
 # (designer.js already switches off every third-party URL of GrapesJS and its MJML plugin; these
 # are the backstop). The designer's canvas iframe inherits its rules. Inline styles: GrapesJS and
@@ -271,10 +271,13 @@ def _json_error(status: int, message: str) -> JsonResponse:
 def design_save(request: HttpRequest, pk: int) -> HttpResponse:
     """What the designer's Save posts: `{"design": <project data>, "mjml": "<mjml>…"}`; answers the problems."""
     template = _template_or_404(request, pk)
-    if len(request.body) > MAX_DESIGN_BYTES:
-        return _json_error(413, f"body: over the limit of {MAX_DESIGN_BYTES // (1024 * 1024)} MB")
     try:
-        payload = json.loads(request.body)
+        body = request.body  # at most DATA_UPLOAD_MAX_MEMORY_SIZE (images are URLs, not inline data)
+    except RequestDataTooBig:
+        limit = filesizeformat(settings.DATA_UPLOAD_MAX_MEMORY_SIZE)
+        return _json_error(413, f"design: the design is over the limit of {limit}; nothing was saved")
+    try:
+        payload = json.loads(body)
     except (ValueError, UnicodeDecodeError):
         return _json_error(400, "body: not JSON")
     if not isinstance(payload, dict):

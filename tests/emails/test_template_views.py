@@ -355,6 +355,22 @@ def test_save_refuses_malformed_bodies_naming_the_field(personas, body, message)
     assert template.mjml == MJML
 
 
+def test_save_over_the_size_limit_is_refused_with_a_message_and_changes_nothing(personas, settings):
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 1000
+    template = make_template(personas.project)
+
+    response = personas.client("member").post(
+        url(personas.project, f"email-templates/{template.pk}/design"),
+        json.dumps({"design": {"big": "x" * 2000}, "mjml": ""}),
+        content_type="application/json",
+    )
+
+    assert response.status_code == 413
+    assert response.json()["message"] == "design: the design is over the limit of 1000\xa0bytes; nothing was saved"
+    template.refresh_from_db()
+    assert template.mjml == MJML
+
+
 def test_save_is_csrf_protected(personas):
     template = make_template(personas.project, mjml="")
     client = signed_in_client(personas.member)
