@@ -5,6 +5,7 @@ import difflib
 import json
 import posixpath
 import uuid
+from pathlib import Path
 
 from django.conf import settings
 from django.contrib import messages
@@ -36,6 +37,10 @@ DESIGNER_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "font-src 'self' data:; script-src 'self'; connect-src 'self'"
 )
+
+
+# The networks with an icon in emails/static/emails/social/ (`<name>.png`).
+SOCIAL_ICONS = sorted(path.stem for path in (Path(__file__).parent / "static/emails/social").glob("*.png"))
 
 
 def image_folder(project) -> str:
@@ -255,7 +260,8 @@ def designer(request: HttpRequest, pk: int) -> HttpResponse:
         "assets": _project_images(request),
         # Absolute: the same URLs end up in the email, which is read far from this page.
         "placeholderSrc": request.build_absolute_uri(static("emails/img/placeholder.png")),
-        "socialIconSrc": request.build_absolute_uri(static("emails/img/social-icon.png")),
+        "socialIconBase": request.build_absolute_uri(static("emails/social/")),
+        "socialIcons": SOCIAL_ICONS,
     }
     response = render(request, "emails/designer.html", {"template": template, "config": config})
     response["Content-Security-Policy"] = DESIGNER_CSP

@@ -101,7 +101,9 @@ def drag_block_below(page: Page, block_label: str, target) -> None:
     GrapesJS ignores Playwright's `drag_to`: the mouse goes down, moves there in steps, and waits
     over the target until Chromium's periodic dragover has reported that spot, before it is released.
     """
-    block = page.locator(".gjs-block", has_text=block_label).first.bounding_box()
+    block_element = page.locator(".gjs-block", has_text=block_label).first
+    block_element.scroll_into_view_if_needed()
+    block = block_element.bounding_box()
     box = target.bounding_box()
     start = (block["x"] + block["width"] / 2, block["y"] + block["height"] / 2)
     end = (box["x"] + box["width"] / 2, box["y"] + box["height"] - 4)
@@ -217,7 +219,7 @@ def test_image_upload_from_the_designer_is_stored_and_shown(signed_in, page: Pag
     expect(placeholder).to_be_visible()  # a local placeholder, not the plugin's third-party one
     expect(page.locator(".gjs-mdl-dialog")).to_be_visible()  # the dropped image opens the asset manager
 
-    png = (Path(emails.__file__).parent / "static/emails/img/social-icon.png").read_bytes()  # 48×48
+    png = (Path(emails.__file__).parent / "static/emails/img/placeholder.png").read_bytes()  # 600×300
     response = upload_image(page, "logo.png", png)
 
     assert response.status == 200
@@ -229,6 +231,39 @@ def test_image_upload_from_the_designer_is_stored_and_shown(signed_in, page: Pag
     asset.click()
     image = canvas.locator(f'img[src$="/media/email-images/{project.pk}/{stored.name}"]')
     expect(image).to_be_visible()
-    assert image.evaluate("img => img.naturalWidth") == 48
+    assert image.evaluate("img => img.naturalWidth") == 600
+    assert network.external == []
+    assert network.refused == []
+
+
+def test_every_block_drops_saves_and_compiles_without_leaving_loopback(signed_in, page: Page):
+    """Sections, columns, text, image, button, divider, spacer, social and raw HTML: each one dropped
+    on the canvas, then saved, compiles on the server without a problem, and nothing the editor
+    shows for them comes from another host (web fonts, social icons, placeholder images)."""
+    project = signed_in
+    network = Network(page)
+    page.goto(f"/o/{project.organization.slug}/{project.slug}/email-templates/new")
+    page.get_by_label("Name").fill("Every block")
+    page.get_by_role("button", name="Create").click()
+    canvas = open_designer(page)
+    greeting = canvas.locator('[data-gjs-type="mj-text"]', has_text="Hello").first
+    blocks = ["1 Column", "2 Columns", "3 Columns", "Wrapper", "Raw"]  # into the body
+    blocks += ["Text", "Image", "Button", "Divider", "Spacer", "Group Social"]  # into the column
+
+    for label in blocks:
+        drag_block_below(page, label, greeting)
+        if label == "Image":  # a dropped image opens the asset manager
+            page.locator(".gjs-mdl-btn-close").click()
+    page.get_by_role("button", name="Save").click()
+
+    expect(page.locator("#designer-status")).to_contain_text("Saved")
+    assert page.locator("#designer-problems").inner_text() == ""
+    expect(page.locator("#designer-status")).to_have_text("Saved")  # and no problem listed
+    mjml = EmailTemplate.objects.get(project=project, name="Every block").mjml
+    tags = ["mj-section", "mj-column", "mj-wrapper", "mj-raw", "mj-text", "mj-image", "mj-button", "mj-divider"]
+    tags += ["mj-spacer", "mj-social", "mj-social-element"]
+    assert all(f"<{tag}" in mjml for tag in tags), mjml
+    assert mjml.count("<mj-section") >= 4 and mjml.count("<mj-column") >= 7
+    assert re.search(r'<mj-social-element name="facebook" src="http://[^"]+/static/emails/social/facebook.png"', mjml)
     assert network.external == []
     assert network.refused == []

@@ -22,9 +22,11 @@
     "mj-text", "mj-image", "mj-button", "mj-divider", "mj-spacer",
     "mj-social-group", "mj-social-element", "mj-raw",
   ];
-  // mjml-browser's social icons live on www.mailjet.com: each element names a local icon instead.
+  // mjml-browser's social icons live on www.mailjet.com: each element names Timonier's icon instead
+  // (emails/static/emails/social/, the same the server compiles with).
+  const socialIcon = (name) => `${config.socialIconBase}${name}.png`;
   const social = (name, label) =>
-    `<mj-social-element name="${name}" src="${config.socialIconSrc}">${label}</mj-social-element>`;
+    `<mj-social-element name="${name}" src="${socialIcon(name)}">${label}</mj-social-element>`;
   const BLOCK_OVERRIDES = {
     "mj-social-group": {
       content:
@@ -34,6 +36,14 @@
     },
     "mj-social-element": { content: social("facebook", "Facebook") },
     "mj-raw": { content: "<mj-raw><p>Raw HTML</p></mj-raw>" },
+    // The plugin's own wrapper sample has a self-closing <mj-divider/> that the HTML parser leaves
+    // open (swallowing the next text) and whitespace inside <mj-image>: both fail to compile.
+    "mj-wrapper": {
+      content:
+        '<mj-wrapper border="1px solid #dddddd" padding="20px">' +
+        "<mj-section><mj-column><mj-text>Content in a wrapper</mj-text></mj-column></mj-section>" +
+        "</mj-wrapper>",
+    },
   };
   const STARTER =
     "<mjml><mj-body><mj-section><mj-column>" +
@@ -97,6 +107,14 @@
       }
     }
   }
+
+  // A social element switched to another network gets that network's icon, if it had one of ours.
+  editor.on("component:update:attributes", (component) => {
+    if (component.get("type") !== "mj-social-element") return;
+    const { name, src } = component.getAttributes();
+    if (!src || !src.startsWith(config.socialIconBase) || !config.socialIcons.includes(name)) return;
+    if (src !== socialIcon(name)) component.addAttributes({ src: socialIcon(name) });
+  });
 
   let dirty = false;
   let saving = false;
