@@ -4,6 +4,7 @@ and history, the designer, and the endpoints the designer calls (save, image upl
 import difflib
 import json
 import posixpath
+import re
 import uuid
 from pathlib import Path
 
@@ -41,6 +42,9 @@ DESIGNER_CSP = (
 
 # The networks with an icon in emails/static/emails/social/ (`<name>.png`).
 SOCIAL_ICONS = sorted(path.stem for path in (Path(__file__).parent / "static/emails/social").glob("*.png"))
+
+
+TAG_BOUNDARY_RE = re.compile(r">\s*<")
 
 
 def image_folder(project) -> str:
@@ -102,6 +106,11 @@ def template_new(request: HttpRequest) -> HttpResponse:
     return render(request, "emails/template_new.html", {"form": form})
 
 
+def _body_lines(mjml: str) -> list[str]:
+    """MJML one tag per line: the designer writes it on one line, which would diff as a whole."""
+    return [line for line in TAG_BOUNDARY_RE.sub(">\n<", mjml).splitlines() if line.strip()]
+
+
 def _version_diffs(versions: list) -> list[tuple]:
     """Each version (newest first) with the unified diff of its subject and body against the one before."""
     ordered = sorted(versions, key=lambda version: version.number)
@@ -117,7 +126,7 @@ def _version_diffs(versions: list) -> list[tuple]:
             )
         )
         lines += difflib.unified_diff(
-            previous.mjml.splitlines(), version.mjml.splitlines(), f"{before} body", f"{after} body", lineterm=""
+            _body_lines(previous.mjml), _body_lines(version.mjml), f"{before} body", f"{after} body", lineterm=""
         )
         rows.append((version, lines))
     return list(reversed(rows))

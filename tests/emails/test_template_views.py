@@ -275,7 +275,10 @@ def test_history_lists_versions_with_the_diff_between_them(personas):
     assert re.search(r"<td>v1</td><td>" + re.escape(personas.owner.email), page)
     assert '<span class="del">-Subject: First subject</span>' in page
     assert '<span class="add">+Subject: Second subject</span>' in page
-    assert "+<mjml><mj-body><mj-section><mj-column><mj-text>Many thanks" in html.unescape(page)
+    body_diff = html.unescape(page)
+    assert "-<mj-text>Thank you for your purchase, {{ customer.name | default: 'friend' }}!</mj-text>" in body_diff
+    assert "+<mj-text>Many thanks for your purchase, {{ customer.name | default: 'friend' }}!</mj-text>" in body_diff
+    assert "+<mj-section>" not in body_diff  # only the changed line
 
 
 # --- Designer ---------------------------------------------------------------------------------
