@@ -25,6 +25,7 @@ from cdp.models import Customer
 from timonier import clock
 
 from .conditions import compile_sql, referenced_events, referenced_segments, referenced_traits
+from .conditions.sql import AmongIds
 from .models import Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited
 
@@ -189,8 +190,8 @@ def _update(project_id: int, scopes: dict[int, list[int]], now: datetime | None)
             if not scopes[segment.pk]:
                 continue
             ids = sorted(scopes[segment.pk])
-            scope = Customer.objects.filter(project_id=project_id, pk__in=_ids_in(ids))
-            changes = _apply(segment, scope, now, customer_ids=_ids_in(ids))
+            scope = Customer.objects.filter(AmongIds(F("pk"), ids), project_id=project_id)
+            changes = _apply(segment, scope, now, customer_ids=ids)
             delta = len(changes.entered) - len(changes.exited)
             if delta:
                 Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + delta)
@@ -226,7 +227,9 @@ def _ids_in(ids: list[int]) -> RawSQL:
     return RawSQL(sql, [param])  # noqa: S611 (the text is fixed; the ids are a parameter)
 
 
-def _apply(segment: Segment, scope: QuerySet[Customer], now: datetime, customer_ids: RawSQL | None = None) -> Changes:
+def _apply(
+    segment: Segment, scope: QuerySet[Customer], now: datetime, customer_ids: list[int] | None = None
+) -> Changes:
     """`customer_ids`: the ids of `scope` when it is a few customers (see `compile_sql`)."""
     condition = compile_sql(segment.condition, now=now, project_id=segment.project_id, customer_ids=customer_ids)
     # The condition is evaluated once, by a plain SELECT: PostgreSQL may run it in parallel, which
