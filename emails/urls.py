@@ -18,5 +18,5 @@ urlpatterns = [
     path(template + "/design", views.design_save, name="design_save"),
     path(project + "email-images", views.image_upload, name="image_upload"),
     # The uploaded images, public: email clients load them without a Timonier session.
-    path(settings.MEDIA_URL.lstrip("/") + "<path:path>", views.media_file, name="media"),
+    path(settings.MEDIA_URL.lstrip("/") + f"{views.IMAGES_FOLDER}/<path:path>", views.email_image, name="image"),
 ]

@@ -47,8 +47,11 @@ SOCIAL_ICONS = sorted(path.stem for path in (Path(__file__).parent / "static/ema
 TAG_BOUNDARY_RE = re.compile(r">\s*<")
 
 
+IMAGES_FOLDER = "email-images"  # in the default storage: <IMAGES_FOLDER>/<project id>/<uuid>.<ext>
+
+
 def image_folder(project) -> str:
-    return f"email-images/{project.pk}"
+    return f"{IMAGES_FOLDER}/{project.pk}"
 
 
 def _template_or_404(request: HttpRequest, pk: int) -> EmailTemplate:
@@ -330,7 +333,9 @@ def image_upload(request: HttpRequest) -> HttpResponse:
 
 
 @require_GET
-def media_file(request: HttpRequest, path: str) -> HttpResponse:
-    """A file of MEDIA_ROOT (the images of emails), served by Timonier itself: `make run` has no other
-    web server. `serve` refuses paths that leave MEDIA_ROOT."""
-    return serve(request, path, document_root=settings.MEDIA_ROOT)
+def email_image(request: HttpRequest, path: str) -> HttpResponse:
+    """An uploaded email image, served by Timonier itself (`make run` has no other web server).
+
+    Only the images folder of MEDIA_ROOT is public, and `serve` refuses paths that leave it.
+    """
+    return serve(request, path, document_root=Path(settings.MEDIA_ROOT) / IMAGES_FOLDER)

@@ -409,6 +409,17 @@ def test_upload_stores_an_image_in_the_projects_folder_and_serves_it(personas, s
     assert served.status_code == 200 and b"".join(served.streaming_content) == PNG
 
 
+def test_only_email_images_are_served_from_media(settings, tmp_path, db):
+    settings.MEDIA_ROOT = tmp_path / "media"
+    (tmp_path / "media" / "email-images").mkdir(parents=True)
+    (tmp_path / "media" / "private.txt").write_text("secret")
+    (tmp_path / "secret.txt").write_text("secret")
+
+    assert Client().get("/media/private.txt").status_code == 404
+    for escape in ("/media/email-images/../private.txt", "/media/email-images/%2e%2e/%2e%2e/secret.txt"):
+        assert Client().get(escape).status_code in (400, 404), escape  # Django refuses the path
+
+
 @pytest.mark.parametrize(
     ("name", "content", "error"),
     [
