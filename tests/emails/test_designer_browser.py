@@ -267,3 +267,27 @@ def test_every_block_drops_saves_and_compiles_without_leaving_loopback(signed_in
     assert re.search(r'<mj-social-element name="facebook" src="http://[^"]+/static/emails/social/facebook.png"', mjml)
     assert network.external == []
     assert network.refused == []
+
+
+def test_liquid_typed_in_the_designer_survives_its_html_escaping(signed_in, page: Page):
+    """The editor stores `>` and `&` typed in a text block as entities; the preview still runs the Liquid."""
+    project = signed_in
+    page.goto(f"/o/{project.organization.slug}/{project.slug}/email-templates/new")
+    page.get_by_label("Name").fill("Liquid")
+    page.get_by_role("button", name="Create").click()
+    canvas = open_designer(page)
+    greeting = canvas.locator('[data-gjs-type="mj-text"]', has_text="Hello").first
+    drag_block_below(page, "Text", greeting)
+    new_text = canvas.get_by_text("Insert text here")
+    new_text.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type('{% if customer.traits.plan == "pro" and 2 > 1 %}Pro & friends{% endif %}')
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#designer-status")).to_have_text("Saved")
+
+    mjml = EmailTemplate.objects.get(project=project, name="Liquid").mjml
+    assert "2 &gt; 1" in mjml and "Pro &amp; friends" in mjml  # as the editor writes it
+    page.get_by_role("link", name="← Back to template").click()
+    preview = page.frame_locator('iframe[title="Email preview"]')
+    expect(preview.get_by_text("Pro & friends")).to_be_visible()  # sample data: plan "pro"
+    expect(preview.get_by_text("{%")).to_have_count(0)
