@@ -31,6 +31,7 @@ SETTINGS_LIMITS = {
 
 
 def template_create(*, project: Project, name: str, user: User | None) -> EmailTemplate:
+    """A draft template; its subject starts as its name (the guide publishes without setting one)."""
     name = (name or "").strip()
     if not name:
         raise ValidationError({"name": ["Enter a name."]})
@@ -41,7 +42,7 @@ def template_create(*, project: Project, name: str, user: User | None) -> EmailT
         raise duplicate
     try:
         with transaction.atomic():
-            return EmailTemplate.objects.create(project=project, name=name, created_by=user)
+            return EmailTemplate.objects.create(project=project, name=name, subject=name, created_by=user)
     except IntegrityError:  # created concurrently under the same name
         raise duplicate from None
 

@@ -1,4 +1,4 @@
-"""The getting-started guide, sections 1 to 5, clicked through with the guide's own labels.
+"""The getting-started guide, sections 1 to 6 (up to its email template), clicked through with the guide's own labels.
 
 Section 3's curl commands are read from docs/getting-started.txt and run as written (only the
 host is pointed at the live API), against the real API process and a real Celery worker.
@@ -18,6 +18,7 @@ from playwright.sync_api import Page, expect
 from organizations.api_keys import api_key_authenticate
 from organizations.models import ApiKey, Project, Role
 
+from ..browser import drag_block_below, open_designer
 from ..factories import MembershipFactory, ProjectFactory, UserFactory, totp_code, totp_code_for_secret
 from ..live import wait_for
 
@@ -93,7 +94,7 @@ def builds_on_live_worker(monkeypatch, celery_worker) -> None:
 SEGMENT_BUILD_TIMEOUT = 30_000  # ms for the live worker to build a segment and the page to show it
 
 
-def test_guide_sections_1_to_5(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch):
+def test_guide_sections_1_to_6(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch):
     base = e2e.url
     builds_on_live_worker(monkeypatch, celery_worker)
 
@@ -268,6 +269,31 @@ def test_guide_sections_1_to_5(page: Page, e2e, smtp_server, api_server, celery_
     for name in ("Pro Buyers", "Pro Users"):
         expect(segments.get_by_role("link", name=name)).to_be_visible()
         expect(page.get_by_test_id("events").locator("li").filter(has_text=f"Entered segment {name}")).to_have_count(1)
+
+    # 6. Create an email template, exactly as the guide says (no subject set: it starts as the name).
+    sidebar.get_by_role("link", name="Email Templates", exact=True).click()
+    page.get_by_role("link", name="New Email Template").click()
+    page.get_by_label("Name", exact=True).fill("Purchase Thank You")
+    page.get_by_role("button", name="Create", exact=True).click()
+    expect(page.get_by_role("heading", name="Purchase Thank You")).to_be_visible()
+    template_url = page.url
+    canvas = open_designer(page)
+    first_text = canvas.locator('[data-gjs-type="mj-text"]').first
+    expect(first_text).to_be_visible()
+    drag_block_below(page, "Text", first_text)
+    new_text = canvas.get_by_text("Insert text here")
+    expect(new_text).to_be_visible()
+    new_text.dblclick()
+    page.keyboard.press("Control+A")
+    page.keyboard.type("Thank you for your purchase, {{ customer.name }}!")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#designer-status")).to_have_text("Saved")
+    page.goto(template_url)
+    page.get_by_role("button", name="Publish").click()
+    expect(page.get_by_test_id("template-status")).to_have_text("Published")
+    expect(
+        page.frame_locator('iframe[title="Email preview"]').get_by_text("Thank you for your purchase")
+    ).to_be_visible()
 
 
 def test_login_with_code_after_logout(page: Page, e2e):
