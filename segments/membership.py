@@ -25,7 +25,7 @@ from cdp.models import Customer
 from timonier import clock
 
 from .conditions import compile_sql, referenced_events, referenced_segments, referenced_traits
-from .conditions.sql import AmongIds
+from .conditions.sql import AmongIds, bigint_array
 from .models import Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited
 
@@ -217,7 +217,7 @@ def _trait_reader(read: set[str]):
 def _ids_select(ids: list[int]) -> tuple[str, object]:
     """A subquery of the ids with one parameter: an array on PostgreSQL, a JSON array on SQLite."""
     if connection.vendor == "postgresql":
-        return "SELECT unnest(%s::bigint[]) AS id", list(ids)
+        return "SELECT unnest(%s::bigint[]) AS id", bigint_array(ids)
     return "SELECT value AS id FROM json_each(%s)", json.dumps(list(ids))
 
 
