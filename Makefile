@@ -50,7 +50,8 @@ test: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/testenv.py $(ARGS)
 
 bench: venv
-	PATH="$(BIN):$$PATH" $(BIN)/python bench/ingest.py
+	[ "$(BENCH_ONLY)" = segments ] || PATH="$(BIN):$$PATH" $(BIN)/python bench/ingest.py
+	[ "$(BENCH_ONLY)" = ingest ] || PATH="$(BIN):$$PATH" $(BIN)/python bench/segments.py
 
 # The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
 # its licences into emails/static/emails/vendor/ and committed: running Timonier needs no npm.
