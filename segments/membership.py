@@ -241,7 +241,13 @@ def _apply(
 
     # NOT IN over the matched ids (never NULL) is evaluated once, as a hashed set, instead of
     # re-running the condition per member as a correlated NOT EXISTS would.
-    leaving = members.filter(customer__in=scope.values("pk")).exclude(customer__in=_ids_in(matched_ids))
+    # For a few customers, their memberships are found by the (segment, customer) index rather
+    # than by reading every membership of the segment and joining it with the scope.
+    if customer_ids is not None:
+        in_scope = members.filter(AmongIds(F("customer_id"), customer_ids))
+    else:
+        in_scope = members.filter(customer__in=scope.values("pk"))
+    leaving = in_scope.exclude(customer__in=_ids_in(matched_ids))
     select_sql, select_params = leaving.values("pk").query.sql_with_params()
     table = connection.ops.quote_name(Membership._meta.db_table)
     changes.exited = _returned_ids(
