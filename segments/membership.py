@@ -24,7 +24,13 @@ from django.db.models.expressions import RawSQL
 from cdp.models import Customer
 from timonier import clock
 
-from .conditions import compile_sql, referenced_events, referenced_segments, referenced_traits
+from .conditions import (
+    compile_sql,
+    holds_as_events_grow,
+    referenced_events,
+    referenced_segments,
+    referenced_traits,
+)
 from .conditions.sql import AmongIds, bigint_array
 from .models import Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited
@@ -85,22 +91,30 @@ def membership_apply_changes(
     now: datetime | None = None,
 ) -> tuple[int, int]:
     """Bring membership up to date after an ingest batch: each segment re-checks only the
-    customers whose changed traits or tracked events it reads (all segments for `recheck_all`)."""
+    customers whose changed traits or tracked events it reads (all segments for `recheck_all`).
+    A segment that holds as events grow skips its members whose only change is new events."""
     scopes: dict[int, list[int]] = {}
+    if_not_member: dict[int, set[int]] = {}
     for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
         reads_trait = _trait_reader(referenced_traits(condition))
         events = referenced_events(condition)
-        scope = [
-            customer_id
-            for customer_id, (traits, tracked) in changes.items()
-            if customer_id in recheck_all or not events.isdisjoint(tracked) or any(map(reads_trait, traits))
-        ]
+        grows = holds_as_events_grow(condition)
+        scope, events_only = [], set()
+        for customer_id, (traits, tracked) in changes.items():
+            if customer_id in recheck_all or any(map(reads_trait, traits)):
+                scope.append(customer_id)
+            elif not events.isdisjoint(tracked):
+                scope.append(customer_id)
+                if grows:
+                    events_only.add(customer_id)
         scope.extend(recheck_all.difference(changes))
         if scope:
             scopes[pk] = scope
+            if events_only:
+                if_not_member[pk] = events_only
     if not scopes:
         return 0, 0
-    return _update(project_id, scopes, now)
+    return _update(project_id, scopes, now, if_not_member=if_not_member)
 
 
 def memberships_end(project_id: int, customer_ids: list[int], *, now: datetime | None = None) -> int:
@@ -168,10 +182,19 @@ def dependency_order(segments: list[Segment]) -> list[Segment]:
     return ordered
 
 
-def _update(project_id: int, scopes: dict[int, list[int]], now: datetime | None) -> tuple[int, int]:
+def _update(
+    project_id: int,
+    scopes: dict[int, list[int]],
+    now: datetime | None,
+    *,
+    if_not_member: dict[int, set[int]] | None = None,
+) -> tuple[int, int]:
     """Re-check, for each segment id of `scopes`, its customers; a segment reading another is
-    computed after it and also re-checks the customers that entered or left it."""
+    computed after it and also re-checks the customers that entered or left it. The customers
+    of `if_not_member[segment id]` are re-checked only if they are not members (read under the
+    segment's lock, so a concurrent rebuild's exits are seen)."""
     now = now or clock.now()
+    if_not_member = if_not_member or {}
     scopes = {pk: set(ids) for pk, ids in scopes.items()}
     for dependent in segments_depending_on(project_id, set(scopes)):
         scopes.setdefault(dependent, set())
@@ -183,6 +206,9 @@ def _update(project_id: int, scopes: dict[int, list[int]], now: datetime | None)
         )
         all_changes = []
         for segment in dependency_order(locked):
+            candidates = if_not_member.get(segment.pk)
+            if candidates:
+                scopes[segment.pk] -= _members_among(segment, candidates)
             for used in referenced_segments(segment.condition):
                 for changes in all_changes:
                     if changes.segment.pk == used:
@@ -198,6 +224,15 @@ def _update(project_id: int, scopes: dict[int, list[int]], now: datetime | None)
             all_changes.append(changes)
         _signal_on_commit(all_changes)
     return sum(len(c.entered) for c in all_changes), sum(len(c.exited) for c in all_changes)
+
+
+def _members_among(segment: Segment, customer_ids: set[int]) -> set[int]:
+    ids = sorted(customer_ids)
+    return set(
+        Membership.objects.filter(AmongIds(F("customer_id"), ids), segment=segment).values_list(
+            "customer_id", flat=True
+        )
+    )
 
 
 def _trait_reader(read: set[str]):

@@ -10,13 +10,20 @@ The grammar and the value rules both evaluators follow are described in `grammar
 """
 
 from .evaluation import matches
-from .references import referenced_events, referenced_segments, referenced_traits, uses_relative_window
+from .references import (
+    holds_as_events_grow,
+    referenced_events,
+    referenced_segments,
+    referenced_traits,
+    uses_relative_window,
+)
 from .sql import compile_sql
 from .validation import InvalidCondition, validate
 
 __all__ = [
     "InvalidCondition",
     "compile_sql",
+    "holds_as_events_grow",
     "matches",
     "referenced_events",
     "referenced_segments",

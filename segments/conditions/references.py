@@ -40,3 +40,29 @@ def referenced_segments(condition) -> set[int]:
         for node in _walk(condition)
         if node.get("type") == "segment" and isinstance(node.get("segment_id"), int)
     }
+
+
+# Count rules that stay true when more events are counted (no `count` means "at least one").
+_GROWING_COUNTS = {("greater_than_or_equals",), ("greater_than",)}
+
+
+def holds_as_events_grow(condition) -> bool:
+    """Whether a customer who matches keeps matching when events are added to their history (and
+    nothing else changes): every event condition is reached through no `not` and asks for
+    "at least" a number of events. Such a segment cannot lose a member to an ingested event, so
+    a batch that only tracked events re-checks only the customers who are not members yet."""
+    return _grows(condition, positive=True)
+
+
+def _grows(node, *, positive: bool) -> bool:
+    if not isinstance(node, dict):
+        return False
+    kind = node.get("type")
+    if kind in ("and", "or"):
+        return all(_grows(child, positive=positive) for child in node.get("conditions", []))
+    if kind == "not":
+        return _grows(node.get("condition"), positive=not positive)
+    if kind == "event":
+        rule = node.get("count")
+        return positive and (rule is None or (rule.get("op"),) in _GROWING_COUNTS)
+    return kind in ("trait", "segment")  # events do not change them (segments follow their own)

@@ -277,3 +277,61 @@ def test_a_segment_whose_build_task_was_lost_is_built_by_the_periodic_refresh(ap
     segments_refresh_windows_task()
     pro.refresh_from_db()
     assert (pro.status, pro.member_count) == (Segment.Status.READY, 1)
+
+
+@pytest.mark.parametrize(
+    ("condition", "grows"),
+    [
+        (PURCHASED, True),
+        (
+            {
+                **PURCHASED,
+                "count": {"op": "greater_than_or_equals", "value": 3},
+                "within": {"value": 7, "unit": "days"},
+            },
+            True,
+        ),
+        ({**PURCHASED, "count": {"op": "greater_than", "value": 2}}, True),
+        ({**PURCHASED, "count": {"op": "less_than", "value": 2}}, False),
+        ({**PURCHASED, "count": {"op": "equals", "value": 1}}, False),
+        ({"type": "not", "condition": PURCHASED}, False),
+        ({"type": "not", "condition": {"type": "not", "condition": PURCHASED}}, True),
+        ({"type": "and", "conditions": [PRO, PURCHASED]}, True),
+        ({"type": "or", "conditions": [PRO, {"type": "not", "condition": PURCHASED}]}, False),
+        ({"type": "not", "condition": PRO}, True),
+    ],
+)
+def test_which_conditions_hold_as_events_grow(condition, grows):
+    from segments.conditions import holds_as_events_grow
+
+    assert holds_as_events_grow(condition) is grows
+
+
+def test_incremental_membership_equals_a_rebuild_after_many_batches(api, django_capture_on_commit_callbacks):
+    """Members skipped because their segment holds as events grow, and segments that do not hold
+    (counts capped, `not`): after each batch, what the updates kept equals a rebuild from scratch."""
+    segments = [
+        ready(api, "bought", PURCHASED),
+        ready(api, "bought twice", {**PURCHASED, "count": {"op": "greater_than_or_equals", "value": 2}}),
+        ready(api, "bought once", {**PURCHASED, "count": {"op": "equals", "value": 1}}),
+        ready(api, "never bought", {"type": "not", "condition": PURCHASED}),
+        ready(api, "pro buyers", {"type": "and", "conditions": [PRO, PURCHASED]}),
+    ]
+    steps = [
+        [("identify", "a", {"plan": "pro"}), ("track", "b", "purchase")],
+        [("track", "a", "purchase"), ("track", "b", "purchase"), ("track", "c", "view")],
+        [("track", "a", "purchase"), ("identify", "b", {"plan": "pro"}), ("track", "c", "purchase")],
+        [("identify", "a", {"plan": "free"}), ("track", "c", "purchase"), ("track", "b", "purchase")],
+    ]
+    for step in steps:
+        for kind, customer_id, payload in step:
+            if kind == "identify":
+                identify(api, customer_id, payload)
+            else:
+                track(api, customer_id, payload)
+        process(api, django_capture_on_commit_callbacks)
+        kept = {segment.name: members(segment) for segment in segments}
+        for segment in segments:
+            membership_rebuild(segment)
+        assert kept == {segment.name: members(segment) for segment in segments}
+    assert kept["bought once"] == set() and kept["bought twice"] == {"a", "b", "c"}
