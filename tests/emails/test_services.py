@@ -149,3 +149,14 @@ def test_a_sent_version_cannot_be_deleted_alone_but_its_project_can(project):
         template.published_version.delete()
     project.delete()
     assert not Delivery.objects.exists() and not EmailTemplate.objects.exists()
+
+
+def test_a_new_template_starts_with_its_name_as_subject_and_can_be_published_as_the_guide_does(project):
+    from emails.services import template_create, template_publish, template_save_design
+
+    from .conftest import MJML
+
+    template = template_create(project=project, name="Purchase Thank You", user=None)
+    assert template.subject == "Purchase Thank You"
+    assert template_save_design(template=template, design={"pages": []}, mjml=MJML) == []
+    assert template_publish(template=template, user=None).subject == "Purchase Thank You"

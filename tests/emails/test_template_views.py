@@ -29,9 +29,9 @@ def url(project, path=""):
     return f"/o/{project.organization.slug}/{project.slug}/{path}"
 
 
-def make_template(project, name="Purchase Thank You", *, subject="Thanks!", mjml=MJML, user=None):
+def make_template(project, name="Purchase Thank You", *, subject: str | None = "Thanks!", mjml=MJML, user=None):
     template = services.template_create(project=project, name=name, user=user)
-    if subject:
+    if subject is not None:  # "" clears the subject a new template starts with (its name)
         settings_values = {name: getattr(template, name) for name in email_forms.TemplateSettingsForm.FIELDS}
         services.template_update_settings(template=template, **{**settings_values, "subject": subject})
     if mjml:
