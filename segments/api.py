@@ -6,8 +6,6 @@ Plain Django views on the CDP API's plumbing (`cdp.api`): the key's project, the
 which validate the condition and schedule the background build.
 """
 
-from datetime import datetime
-
 from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
@@ -20,11 +18,10 @@ from cdp.selectors import BadCursor, decode_cursor, encode_cursor
 
 from . import selectors, services
 from .conditions import validate
-from .models import Membership, Segment
+from .models import Segment
+from .selectors import MAX_ID, is_id
 
 FIELDS = ("name", "description", "condition")
-# Ids are PostgreSQL bigints: a larger number cannot be any segment's (and would fail the query).
-MAX_ID = 2**63 - 1
 
 
 def segment_json(segment: Segment) -> dict:
@@ -102,7 +99,9 @@ def segment_members(request: HttpRequest, project, segment_id: str) -> HttpRespo
     unknown = sorted(set(request.GET) - {"limit", "cursor"})
     if unknown:
         raise ApiError(400, f"{unknown[0]}: unknown parameter; expected limit or cursor")
-    rows, next_cursor = _members_page(project, segment, limit=_limit(request), cursor=request.GET.get("cursor"))
+    rows, next_cursor = selectors.segment_members_page(
+        project, segment, limit=_limit(request), cursor=request.GET.get("cursor")
+    )
     anonymous_ids = _first_anonymous_ids(project, [row.customer_id for row in rows if not row.customer.external_id])
     members = [
         {
@@ -191,39 +190,13 @@ def _segments_page(project, *, limit: int, cursor: str | None) -> tuple[list[Seg
     query = selectors.segments_list(project)
     if cursor:
         values = decode_cursor(cursor)
-        if len(values) != 2 or not isinstance(values[0], str) or not _is_id(values[1]) or "\x00" in values[0]:
+        if len(values) != 2 or not isinstance(values[0], str) or not is_id(values[1]) or "\x00" in values[0]:
             raise BadCursor("cursor: not a cursor this API returned")
         name, last_id = values
         query = query.filter(Q(name__gt=name) | Q(name=name, pk__gt=last_id))
     rows = list(query[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].name, rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-def _members_page(project, segment: Segment, *, limit: int, cursor: str | None) -> tuple[list[Membership], str | None]:
-    """Members, latest entries first, keyset-paginated on (entered_at, id)."""
-    query = selectors.segment_members(project, segment)
-    if cursor:
-        values = decode_cursor(cursor)
-        at = None
-        if len(values) == 2 and isinstance(values[0], str) and _is_id(values[1]):
-            try:
-                at = datetime.fromisoformat(values[0])
-            except ValueError:
-                pass
-        if at is None or at.tzinfo is None:
-            raise BadCursor("cursor: not a cursor this API returned")
-        query = query.filter(Q(entered_at__lt=at) | Q(entered_at=at, pk__lt=values[1]))
-    rows = list(query[: limit + 1])
-    next_cursor = None
-    if len(rows) > limit:
-        last = rows[limit - 1]
-        next_cursor = encode_cursor(last.entered_at.isoformat(), last.pk)
-    return rows[:limit], next_cursor
-
-
-def _is_id(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
 
 
 def _first_anonymous_ids(project, customer_ids: list[int]) -> dict[int, str]:

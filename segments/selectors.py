@@ -85,12 +85,16 @@ def segment_members_page(
     `segments_membership_recent`; `BadCursor` for a cursor this function did not return."""
     query = segment_members(project, segment)
     if cursor:
-        try:
-            at, last_id = decode_cursor(cursor)
-            at, last_id = datetime.fromisoformat(at), int(last_id)
-        except (ValueError, TypeError):
-            raise BadCursor("cursor: not a cursor this page returned") from None
-        query = query.filter(Q(entered_at__lt=at) | Q(entered_at=at, pk__lt=last_id))
+        values = decode_cursor(cursor)
+        at = None
+        if len(values) == 2 and isinstance(values[0], str) and is_id(values[1]):
+            try:
+                at = datetime.fromisoformat(values[0])
+            except ValueError:
+                pass
+        if at is None or at.tzinfo is None:
+            raise BadCursor("cursor: not a cursor this API returned")
+        query = query.filter(Q(entered_at__lt=at) | Q(entered_at=at, pk__lt=values[1]))
     rows = list(query[: limit + 1])
     next_cursor = None
     if len(rows) > limit:
@@ -156,3 +160,11 @@ def customer_segment_changes_between(
     if until is not None:
         query = query.filter(at__lte=until)
     return list(query[:limit])
+
+
+# Ids are PostgreSQL bigints: a larger number cannot be any row's (and would fail the query).
+MAX_ID = 2**63 - 1
+
+
+def is_id(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID
