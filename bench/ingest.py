@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,11 +26,8 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
-SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
-API_WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
-API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
-DRAIN_TIMEOUT = 300
+sys.path.insert(0, str(ROOT / "bench"))
+from live import CONNECTIONS, SECONDS, log, sql, start_platform, wait_drained  # noqa: E402
 
 TRACK_LUA = """
 local n = 0
@@ -56,10 +52,6 @@ end
 """
 
 
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
 def wrk(url: str, script: str, key: str, folder: Path) -> dict:
     path = folder / "load.lua"
     path.write_text(script.replace("KEY", key))
@@ -78,23 +70,6 @@ def wrk(url: str, script: str, key: str, folder: Path) -> dict:
 def _ms(value: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(\w+)", value).groups()
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
-
-
-def sql(database_url: str, query: str):
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        return conn.execute(query).fetchall()
-
-
-def wait_drained(database_url: str) -> float:
-    """Poll until the inbox is empty; return the moment it was found empty."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    while time.monotonic() < deadline:
-        if sql(database_url, "SELECT count(*) FROM cdp_command")[0][0] == 0:
-            return time.monotonic()
-        time.sleep(0.05)
-    raise SystemExit("bench: the inbox did not drain within the timeout")
 
 
 def copy_baseline(database_url: str, rows: int) -> float:
@@ -146,36 +121,8 @@ def main() -> int:
             "API_RATE_LIMIT": "1000000",
             "LOG_LEVEL": "WARNING",
         }
-        python = sys.executable
-        subprocess.run([python, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
-        key = subprocess.run(
-            [python, "manage.py", "create_api_key", "--org", "bench", "--project", "bench", "--name", "bench"],
-            cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-        ).stdout.strip().splitlines()[-1]  # fmt: skip
-        bin_dir = Path(python).parent
-        processes.append(
-            subprocess.Popen(
-                [str(bin_dir / "gunicorn"), "timonier.wsgi", "--bind", f"127.0.0.1:{api_port}",
-                 "--workers", str(API_WORKERS), "--threads", str(API_THREADS), "--log-level", "warning"],
-                cwd=ROOT, env={**env, "TIMONIER_SERVICE": "api"},
-            )
-        )  # fmt: skip
-        processes.append(
-            subprocess.Popen(
-                [str(bin_dir / "celery"), "-A", "timonier", "worker", "-l", "warning", "--concurrency", "1"],
-                cwd=ROOT, env=env,
-            )
-        )  # fmt: skip
-        url = f"http://127.0.0.1:{api_port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(url + "/health", timeout=1).read()  # noqa: S310 (loopback)
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise SystemExit("bench: the API did not start") from None
-                time.sleep(0.2)
+        subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
+        url, key = start_platform(env, api_port, processes)
 
         log(f"single /v1/track for {SECONDS} s, {CONNECTIONS} connections")
         single = wrk(url + "/v1/track", TRACK_LUA, key, folder)

@@ -26,7 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,16 +35,14 @@ sys.path.insert(0, str(ROOT))
 
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "bench"))
+from live import CONNECTIONS, SECONDS, log, sql, start_platform, wait_drained  # noqa: E402
+
 PARTS = os.environ.get("BENCH_SEGMENTS", "abc").lower()
-SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
-API_WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
-API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
-CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
 EVENTS = int(os.environ.get("BENCH_EVENTS", "10000000"))
 PROBES = int(os.environ.get("BENCH_PROBES", "200"))
 PROBE_RATE = float(os.environ.get("BENCH_PROBE_RATE", "10"))  # probes per second
-DRAIN_TIMEOUT = 300
 
 PURCHASES_30D = {
     "type": "event",
@@ -84,18 +81,6 @@ request = function()
   return wrk.format("POST", "/v1/batch", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
 end
 """
-
-
-def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
-
-
-def sql(database_url: str, query: str, params=None):
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        cursor = conn.execute(query, params)
-        return cursor.fetchall() if cursor.description else None
 
 
 # --- A: rebuild of an event-count segment over generated data -------------------------------------
@@ -336,39 +321,6 @@ def main() -> int:
 # --- B and C: the live API and worker --------------------------------------------------------------
 
 
-def start_platform(env: dict, api_port: int, processes: list) -> tuple[str, str]:
-    """The API under gunicorn and one Celery worker, as bench/ingest.py runs them; (url, key)."""
-    python = sys.executable
-    key = subprocess.run(
-        [python, "manage.py", "create_api_key", "--org", "bench", "--project", "bench", "--name", "bench"],
-        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
-    ).stdout.strip().splitlines()[-1]  # fmt: skip
-    bin_dir = Path(python).parent
-    processes.append(
-        subprocess.Popen(
-            [str(bin_dir / "gunicorn"), "timonier.wsgi", "--bind", f"127.0.0.1:{api_port}",
-             "--workers", str(API_WORKERS), "--threads", str(API_THREADS), "--log-level", "warning"],
-            cwd=ROOT, env={**env, "TIMONIER_SERVICE": "api"},
-        )
-    )  # fmt: skip
-    processes.append(
-        subprocess.Popen(
-            [str(bin_dir / "celery"), "-A", "timonier", "worker", "-l", "warning", "--concurrency", "1"],
-            cwd=ROOT, env=env,
-        )
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{api_port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            urllib.request.urlopen(url + "/health", timeout=1).read()  # noqa: S310 (loopback)
-            return url, key
-        except OSError:
-            if time.monotonic() > deadline:
-                raise SystemExit("bench: the API did not start") from None
-            time.sleep(0.2)
-
-
 def wrk_batches(url: str, key: str, prefix: str, seconds: int, folder: Path) -> dict:
     path = folder / "load.lua"
     path.write_text(BATCH_LUA.replace("KEY", key).replace("PREFIX", prefix))
@@ -379,16 +331,6 @@ def wrk_batches(url: str, key: str, prefix: str, seconds: int, folder: Path) -> 
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
         "errors": int(non_2xx.group(1)) if non_2xx else 0,
     }
-
-
-def wait_drained(database_url: str) -> float:
-    """Poll until the inbox is empty; return the moment it was found empty."""
-    deadline = time.monotonic() + DRAIN_TIMEOUT
-    while time.monotonic() < deadline:
-        if sql(database_url, "SELECT count(*) FROM cdp_command")[0][0] == 0:
-            return time.monotonic()
-        time.sleep(0.05)
-    raise SystemExit("bench: the inbox did not drain within the timeout")
 
 
 def stored_rate(url: str, key: str, prefix: str, database_url: str, folder: Path) -> tuple[float, dict, int, float]:

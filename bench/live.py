@@ -1,0 +1,72 @@
+"""What both benchmarks share: their settings, SQL on the bench database, the live API and worker."""
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+API_WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
+API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
+CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
+DRAIN_TIMEOUT = 300
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def sql(database_url: str, query: str, params=None):
+    import psycopg
+
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        cursor = conn.execute(query, params)
+        return cursor.fetchall() if cursor.description else None
+
+
+def wait_drained(database_url: str) -> float:
+    """Poll until the inbox is empty; return the moment it was found empty."""
+    deadline = time.monotonic() + DRAIN_TIMEOUT
+    while time.monotonic() < deadline:
+        if sql(database_url, "SELECT count(*) FROM cdp_command")[0][0] == 0:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise SystemExit("bench: the inbox did not drain within the timeout")
+
+
+def start_platform(env: dict, api_port: int, processes: list) -> tuple[str, str]:
+    """An API key, the API under gunicorn and one Celery worker, as in production; (url, key).
+    The processes are appended to `processes` for the caller to stop."""
+    python = sys.executable
+    key = subprocess.run(
+        [python, "manage.py", "create_api_key", "--org", "bench", "--project", "bench", "--name", "bench"],
+        cwd=ROOT, env=env, check=True, capture_output=True, text=True,
+    ).stdout.strip().splitlines()[-1]  # fmt: skip
+    bin_dir = Path(python).parent
+    processes.append(
+        subprocess.Popen(
+            [str(bin_dir / "gunicorn"), "timonier.wsgi", "--bind", f"127.0.0.1:{api_port}",
+             "--workers", str(API_WORKERS), "--threads", str(API_THREADS), "--log-level", "warning"],
+            cwd=ROOT, env={**env, "TIMONIER_SERVICE": "api"},
+        )
+    )  # fmt: skip
+    processes.append(
+        subprocess.Popen(
+            [str(bin_dir / "celery"), "-A", "timonier", "worker", "-l", "warning", "--concurrency", "1"],
+            cwd=ROOT, env=env,
+        )
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{api_port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(url + "/health", timeout=1).read()  # noqa: S310 (loopback)
+            return url, key
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("bench: the API did not start") from None
+            time.sleep(0.2)
