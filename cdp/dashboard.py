@@ -127,7 +127,7 @@ class EventsChart:
     total: int
 
 
-def _nice_ceiling(value: int) -> int:
+def nice_ceiling(value: int) -> int:
     """The smallest 1, 2 or 5 × 10ⁿ at or above `value`, for a readable top of the axis."""
     magnitude = 1
     while True:
@@ -144,7 +144,7 @@ def _day(at: datetime) -> str:
 def events_chart(hours: list[HourCount]) -> EventsChart:
     """Lay out `events_per_hour` as bars with a value axis and one label per day (server-rendered SVG)."""
     baseline = PLOT_TOP + PLOT_HEIGHT
-    top = _nice_ceiling(max([2, *(hour.count for hour in hours)]))
+    top = nice_ceiling(max([2, *(hour.count for hour in hours)]))
     bars = []
     for i, hour in enumerate(hours):
         height = round(hour.count / top * PLOT_HEIGHT, 1)

@@ -9,6 +9,7 @@ from datetime import datetime
 
 from django import template
 
+from cdp.dashboard import nice_ceiling
 from cdp.selectors import BadCursor, decode_cursor
 from segments import selectors
 
@@ -36,21 +37,11 @@ class Label:
     text: str
 
 
-def _nice_ceiling(value: int) -> int:
-    """The smallest 1, 2 or 5 × 10ⁿ at or above `value`, for a readable top of the axis."""
-    magnitude = 1
-    while True:
-        for step in (1, 2, 5):
-            if step * magnitude >= value:
-                return step * magnitude
-        magnitude *= 10
-
-
 @register.inclusion_tag("segments/includes/members_chart.html")
 def members_chart(per_day) -> dict:
     """`selectors.segment_members_per_day` as an inline SVG bar chart with a value axis."""
     baseline = PLOT_TOP + PLOT_HEIGHT
-    top = _nice_ceiling(max([2, *(day.count for day in per_day)]))
+    top = nice_ceiling(max([2, *(day.count for day in per_day)]))
     bars, labels = [], []
     for i, day in enumerate(per_day):
         height = round(day.count / top * PLOT_HEIGHT, 1)
