@@ -145,19 +145,24 @@ def events_page(
     return list(query.order_by("-timestamp", "-pk")[:limit])
 
 
+def first_anonymous_ids(project: Project, customer_ids: list[int]) -> dict[int, str]:
+    """The first anonymous id of each of these customers that has one (one query for a page)."""
+    first: dict[int, str] = {}
+    if customer_ids:
+        identities = Identity.objects.filter(
+            project=project, kind=Identity.Kind.ANONYMOUS_ID, customer_id__in=customer_ids
+        ).order_by("created_at", "pk")
+        for customer_id, value in identities.values_list("customer_id", "value"):
+            first.setdefault(customer_id, value)
+    return first
+
+
 def customers_list(
     project: Project, *, limit: int, cursor: str | None = None, search: str | None = None
 ) -> tuple[list[Customer], str | None]:
     """The platform's customer list: `customers_page`, plus `first_anonymous_id` on anonymous rows."""
     rows, next_cursor = customers_page(project, limit=limit, cursor=cursor, search=search)
-    anonymous = [row.pk for row in rows if row.external_id is None]
-    first_ids: dict[int, str] = {}
-    if anonymous:
-        identities = Identity.objects.filter(
-            project=project, kind=Identity.Kind.ANONYMOUS_ID, customer_id__in=anonymous
-        ).order_by("created_at", "pk")
-        for customer_id, value in identities.values_list("customer_id", "value"):
-            first_ids.setdefault(customer_id, value)
+    first_ids = first_anonymous_ids(project, [row.pk for row in rows if row.external_id is None])
     for row in rows:
         row.first_anonymous_id = first_ids.get(row.pk)
     return rows, next_cursor

@@ -13,8 +13,7 @@ from django.http import HttpRequest, HttpResponse
 from cdp.api.customers import _iso, _limit, read_view
 from cdp.api.http import ApiError, json_response, read_json_body
 from cdp.api.ingest import SINGLE_BODY_LIMIT
-from cdp.models import Identity
-from cdp.selectors import BadCursor, decode_cursor, encode_cursor
+from cdp.selectors import BadCursor, decode_cursor, encode_cursor, first_anonymous_ids
 
 from . import selectors, services
 from .conditions import validate
@@ -102,7 +101,7 @@ def segment_members(request: HttpRequest, project, segment_id: str) -> HttpRespo
     rows, next_cursor = selectors.segment_members_page(
         project, segment, limit=_limit(request), cursor=request.GET.get("cursor")
     )
-    anonymous_ids = _first_anonymous_ids(project, [row.customer_id for row in rows if not row.customer.external_id])
+    anonymous_ids = first_anonymous_ids(project, [row.customer_id for row in rows if not row.customer.external_id])
     members = [
         {
             "customer_id": row.customer.external_id,
@@ -197,15 +196,3 @@ def _segments_page(project, *, limit: int, cursor: str | None) -> tuple[list[Seg
     rows = list(query[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].name, rows[limit - 1].pk) if len(rows) > limit else None
     return rows[:limit], next_cursor
-
-
-def _first_anonymous_ids(project, customer_ids: list[int]) -> dict[int, str]:
-    """The first anonymous id of each customer known by no customer_id (one query per page)."""
-    first: dict[int, str] = {}
-    if customer_ids:
-        identities = Identity.objects.filter(
-            project=project, kind=Identity.Kind.ANONYMOUS_ID, customer_id__in=customer_ids
-        ).order_by("created_at", "pk")
-        for customer_id, value in identities.values_list("customer_id", "value"):
-            first.setdefault(customer_id, value)
-    return first

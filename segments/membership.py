@@ -25,11 +25,10 @@ from cdp.models import Customer
 from timonier import clock
 
 from .conditions import (
+    change_reader,
     compile_sql,
     holds_as_events_grow,
-    referenced_events,
     referenced_segments,
-    referenced_traits,
 )
 from .conditions.sql import AmongIds, bigint_array
 from .models import Membership, MembershipChange, Segment
@@ -96,14 +95,13 @@ def membership_apply_changes(
     scopes: dict[int, list[int]] = {}
     if_not_member: dict[int, set[int]] = {}
     for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
-        reads_trait = _trait_reader(referenced_traits(condition))
-        events = referenced_events(condition)
+        reads = change_reader(condition)
         grows = holds_as_events_grow(condition)
         scope, events_only = [], set()
         for customer_id, (traits, tracked) in changes.items():
-            if customer_id in recheck_all or any(map(reads_trait, traits)):
+            if customer_id in recheck_all or reads(traits, ()):
                 scope.append(customer_id)
-            elif not events.isdisjoint(tracked):
+            elif reads((), tracked):
                 scope.append(customer_id)
                 if grows:
                     events_only.add(customer_id)
@@ -204,15 +202,14 @@ def _update(
         locked = list(
             Segment.objects.filter(project_id=project_id, pk__in=list(scopes)).select_for_update().order_by("pk")
         )
-        all_changes = []
+        all_changes: dict[int, Changes] = {}
         for segment in dependency_order(locked):
             candidates = if_not_member.get(segment.pk)
             if candidates:
                 scopes[segment.pk] -= _members_among(segment, candidates)
             for used in referenced_segments(segment.condition):
-                for changes in all_changes:
-                    if changes.segment.pk == used:
-                        scopes[segment.pk].update(changes.entered, changes.exited)
+                if used in all_changes:
+                    scopes[segment.pk].update(all_changes[used].entered, all_changes[used].exited)
             if not scopes[segment.pk]:
                 continue
             ids = sorted(scopes[segment.pk])
@@ -221,9 +218,9 @@ def _update(
             delta = len(changes.entered) - len(changes.exited)
             if delta:
                 Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + delta)
-            all_changes.append(changes)
-        _signal_on_commit(all_changes)
-    return sum(len(c.entered) for c in all_changes), sum(len(c.exited) for c in all_changes)
+            all_changes[segment.pk] = changes
+        _signal_on_commit(list(all_changes.values()))
+    return sum(len(c.entered) for c in all_changes.values()), sum(len(c.exited) for c in all_changes.values())
 
 
 def _members_among(segment: Segment, customer_ids: set[int]) -> set[int]:
@@ -233,20 +230,6 @@ def _members_among(segment: Segment, customer_ids: set[int]) -> set[int]:
             "customer_id", flat=True
         )
     )
-
-
-def _trait_reader(read: set[str]):
-    """A test of whether changing a trait can change one of the `read` dotted names: setting
-    `address` changes `address.city`, and setting `address.city` changes `address`."""
-    prefixes = {".".join(name.split(".")[:i]) for name in read for i in range(1, name.count(".") + 2)}
-
-    def reads(changed: str) -> bool:
-        if changed in prefixes:
-            return True
-        steps = changed.split(".")
-        return any(".".join(steps[:i]) in read for i in range(1, len(steps)))
-
-    return reads
 
 
 def _ids_select(ids: list[int]) -> tuple[str, object]:

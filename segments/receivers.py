@@ -8,6 +8,7 @@ from cdp.signals import customers_changed, customers_removing
 
 from .membership import membership_apply_changes, memberships_end
 from .models import Segment
+from .tasks import segment_build_task
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,6 @@ def update_memberships(sender, *, project_id: int, changes: dict, recheck_all=fr
     except Exception:
         # The batch is stored; membership catches up by rebuilding the project's segments.
         logger.exception("project %s: incremental segment update failed; rebuilding its segments", project_id)
-        from .tasks import segment_build_task
-
         for segment_id in Segment.objects.filter(project_id=project_id).values_list("pk", flat=True):
             segment_build_task.delay(segment_id)
 

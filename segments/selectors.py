@@ -12,10 +12,7 @@ from organizations.models import Project
 
 from .conditions import (
     compile_sql,
-    referenced_events,
     referenced_segments,
-    referenced_traits,
-    uses_relative_window,
     validate,
 )
 from .models import Membership, MembershipChange, Segment
@@ -50,29 +47,6 @@ def customer_segment_changes(project: Project, customer_id: int) -> QuerySet[Mem
         .select_related("segment")
         .order_by("-at", "-pk")
     )
-
-
-def segments_using_relative_windows(project: Project) -> list[Segment]:
-    """Segments whose membership can change with time alone, so a periodic task re-evaluates them."""
-    return [segment for segment in segments_list(project) if uses_relative_window(segment.condition)]
-
-
-def segments_affected_by(project: Project, *, traits: set[str], events: set[str]) -> list[Segment]:
-    """Segments whose condition reads one of `traits` (or a trait nested in or containing one) or
-    counts one of `events`: the only ones a batch with those changes can affect."""
-    affected = []
-    for segment in segments_list(project):
-        read = referenced_traits(segment.condition)
-        if referenced_events(segment.condition) & events or any(
-            _overlaps(name, changed) for name in read for changed in traits
-        ):
-            affected.append(segment)
-    return affected
-
-
-def _overlaps(read: str, changed: str) -> bool:
-    # Setting `address` changes `address.city`, and setting `address.city` changes `address`.
-    return read == changed or read.startswith(changed + ".") or changed.startswith(read + ".")
 
 
 # --- The platform pages (segments.views) -------------------------------------------------------

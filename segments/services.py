@@ -14,6 +14,7 @@ from timonier import clock
 
 from .conditions import referenced_segments, validate
 from .models import Segment
+from .tasks import segment_build_task
 
 logger = logging.getLogger(__name__)
 
@@ -69,8 +70,6 @@ def segment_delete(*, segment: Segment) -> None:
 
 
 def _build_on_commit(segment: Segment) -> None:
-    from .tasks import segment_build_task  # tasks import the services' models; import when used
-
     segment_id = segment.pk
 
     def send():

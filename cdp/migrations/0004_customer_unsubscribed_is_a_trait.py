@@ -4,14 +4,13 @@ from django.db import migrations
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('cdp', '0003_failed_command'),
+        ("cdp", "0003_failed_command"),
     ]
 
     operations = [
         migrations.RemoveField(
-            model_name='customer',
-            name='unsubscribed',
+            model_name="customer",
+            name="unsubscribed",
         ),
     ]

@@ -28,6 +28,26 @@ def referenced_events(condition) -> set[str]:
     }
 
 
+def change_reader(condition):
+    """A test `(changed trait names, tracked event names) -> bool` of whether such a change can
+    alter the condition's answer: it reads one of the events, or one of the traits, where setting
+    `address` changes `address.city` and setting `address.city` changes `address`."""
+    read = referenced_traits(condition)
+    events = referenced_events(condition)
+    prefixes = {".".join(name.split(".")[:i]) for name in read for i in range(1, name.count(".") + 2)}
+
+    def reads_trait(changed: str) -> bool:
+        if changed in prefixes:
+            return True
+        steps = changed.split(".")
+        return any(".".join(steps[:i]) in read for i in range(1, len(steps)))
+
+    def reads(traits, tracked) -> bool:
+        return not events.isdisjoint(tracked) or any(map(reads_trait, traits))
+
+    return reads
+
+
 def uses_relative_window(condition) -> bool:
     """Whether the result can change with time alone (a `within` window relative to now)."""
     return any(node.get("type") == "event" and "within" in node for node in _walk(condition))

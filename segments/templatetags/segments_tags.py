@@ -9,7 +9,7 @@ from datetime import datetime
 
 from django import template
 
-from cdp.dashboard import nice_ceiling
+from cdp.dashboard import Bar, nice_ceiling
 from cdp.selectors import BadCursor, decode_cursor
 from segments import selectors
 
@@ -21,14 +21,6 @@ BAR_WIDTH = 14
 PLOT_LEFT = 44
 PLOT_TOP = 10
 PLOT_HEIGHT = 120
-
-
-@dataclass(frozen=True)
-class Bar:
-    x: int
-    y: float
-    height: float
-    title: str
 
 
 @dataclass(frozen=True)

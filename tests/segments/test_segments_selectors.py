@@ -1,15 +1,10 @@
-"""Which segments a change can affect, which age with time, and reads scoped to a project."""
+"""Which conditions a change can affect, which age with time, and reads scoped to a project."""
 
 import pytest
 
+from segments.conditions import change_reader, uses_relative_window
 from segments.membership import membership_rebuild
-from segments.selectors import (
-    customer_segment_changes,
-    customer_segments,
-    segment_members,
-    segments_affected_by,
-    segments_using_relative_windows,
-)
+from segments.selectors import customer_segment_changes, customer_segments, segment_members
 from segments.services import segment_create
 from tests.factories import ProjectFactory
 
@@ -32,12 +27,10 @@ def names(segments) -> set[str]:
     return {segment.name for segment in segments}
 
 
-def test_only_segments_with_a_relative_window_age(project):
-    segment_create(project=project, name="Recent", condition={"type": "not", "condition": RECENT_BUYERS})
-    segment_create(project=project, name="Ever", condition=EVER_BOUGHT)
-    segment_create(project=ProjectFactory(), name="Elsewhere", condition=RECENT_BUYERS)
+def test_only_conditions_with_a_relative_window_age():
+    conditions = {"Recent": {"type": "not", "condition": RECENT_BUYERS}, "Ever": EVER_BOUGHT, "Pro": PRO_USERS}
 
-    assert names(segments_using_relative_windows(project)) == {"Recent"}
+    assert {name for name, condition in conditions.items() if uses_relative_window(condition)} == {"Recent"}
 
 
 @pytest.mark.parametrize(
@@ -51,13 +44,10 @@ def test_only_segments_with_a_relative_window_age(project):
         (set(), {"signup"}, set()),
     ],
 )
-def test_affected_segments_are_those_reading_a_changed_trait_or_event(project, traits, events, expected):
-    segment_create(project=project, name="Pro", condition=PRO_USERS)
-    segment_create(project=project, name="City", condition=CITY)
-    segment_create(project=project, name="Ever", condition=EVER_BOUGHT)
-    segment_create(project=ProjectFactory(), name="Other Pro", condition=PRO_USERS)
+def test_affected_conditions_are_those_reading_a_changed_trait_or_event(traits, events, expected):
+    conditions = {"Pro": PRO_USERS, "City": CITY, "Ever": EVER_BOUGHT}
 
-    assert names(segments_affected_by(project, traits=traits, events=events)) == expected
+    assert {name for name, condition in conditions.items() if change_reader(condition)(traits, events)} == expected
 
 
 def test_customer_reads_are_scoped_to_the_project(project):
