@@ -24,11 +24,7 @@ CITY = {"type": "trait", "name": "address.city", "op": "equals", "value": "Lyon"
 
 @pytest.fixture
 def api(db):
-    from organizations.api_keys import api_key_create
-
-    project = ProjectFactory()
-    _, raw = api_key_create(project=project, name="test")
-    return ApiClient(project, raw)
+    return ApiClient.for_new_project()
 
 
 def members(segment: Segment) -> set[str]:

@@ -13,6 +13,13 @@ from tests.factories import ProjectFactory
 class ApiClient:
     """A test client of the CDP API with a project's key, and a way to run the worker's step."""
 
+    @classmethod
+    def for_new_project(cls, key_name: str = "test"):
+        """A client with the key of a new project's API key."""
+        project = ProjectFactory()
+        _, raw = api_key_create(project=project, name=key_name)
+        return cls(project, raw)
+
     def __init__(self, project, raw_key: str):
         self.project = project
         self.key = raw_key
@@ -50,13 +57,9 @@ def _api_urls(settings):
 
 @pytest.fixture
 def api(db) -> ApiClient:
-    project = ProjectFactory()
-    _, raw = api_key_create(project=project, name="test")
-    return ApiClient(project, raw)
+    return ApiClient.for_new_project("test")
 
 
 @pytest.fixture
 def other_api(db) -> ApiClient:
-    project = ProjectFactory()
-    _, raw = api_key_create(project=project, name="other")
-    return ApiClient(project, raw)
+    return ApiClient.for_new_project("other")

@@ -2,10 +2,8 @@ import json
 
 import pytest
 
-from organizations.api_keys import api_key_create
 from tests.cdp.api.conftest import ApiClient, _api_urls  # noqa: F401  (autouse: the API's URL root)
 from tests.cdp.api.test_openapi import live_api  # noqa: F401  (a real HTTP server of the API)
-from tests.factories import ProjectFactory
 
 
 class SegmentsApiClient(ApiClient):
@@ -24,13 +22,9 @@ class SegmentsApiClient(ApiClient):
 
 @pytest.fixture
 def api(db) -> SegmentsApiClient:
-    project = ProjectFactory()
-    _, raw = api_key_create(project=project, name="test")
-    return SegmentsApiClient(project, raw)
+    return SegmentsApiClient.for_new_project("test")
 
 
 @pytest.fixture
 def other_api(db) -> SegmentsApiClient:
-    project = ProjectFactory()
-    _, raw = api_key_create(project=project, name="other")
-    return SegmentsApiClient(project, raw)
+    return SegmentsApiClient.for_new_project("other")
