@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from live import CONNECTIONS, SECONDS, log, sql, start_platform, wait_drained  # noqa: E402
+from live import CONNECTIONS, SECONDS, bench_env, log, sql, start_platform, wait_drained  # noqa: E402
 
 TRACK_LUA = """
 local n = 0
@@ -112,15 +112,7 @@ def main() -> int:
     try:
         postgres.start()
         redis.start()
-        env = {
-            **os.environ,
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "SECRET_KEY": "bench-only",
-            "TIMONIER_VAR_DIR": str(folder / "var"),
-            "API_RATE_LIMIT": "1000000",
-            "LOG_LEVEL": "WARNING",
-        }
+        env = bench_env(folder, postgres.url, redis.url)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         url, key = start_platform(env, api_port, processes)
 

@@ -28,6 +28,19 @@ def sql(database_url: str, query: str, params=None):
         return cursor.fetchall() if cursor.description else None
 
 
+def bench_env(folder: Path, database_url: str, redis_url: str) -> dict:
+    """The environment of the bench's processes: its throwaway servers, no rate limit, quiet logs."""
+    return {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "bench-only",
+        "TIMONIER_VAR_DIR": str(folder / "var"),
+        "API_RATE_LIMIT": "1000000",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
 def wait_drained(database_url: str) -> float:
     """Poll until the inbox is empty; return the moment it was found empty."""
     deadline = time.monotonic() + DRAIN_TIMEOUT

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from live import CONNECTIONS, SECONDS, log, sql, start_platform, wait_drained  # noqa: E402
+from live import CONNECTIONS, SECONDS, bench_env, log, sql, start_platform, wait_drained  # noqa: E402
 
 PARTS = os.environ.get("BENCH_SEGMENTS", "abc").lower()
 CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "1000000"))
@@ -272,15 +272,8 @@ def main() -> int:
     try:
         postgres.start()
         redis.start()
-        env = {
-            "DATABASE_URL": postgres.url,
-            "REDIS_URL": redis.url,
-            "SECRET_KEY": "bench-only",
-            "TIMONIER_VAR_DIR": str(folder / "var"),
-            "API_RATE_LIMIT": "1000000",
-            "LOG_LEVEL": "WARNING",
-        }
-        os.environ.update(env, DJANGO_SETTINGS_MODULE="timonier.settings")
+        # This process sets Django up on the same servers as the processes it starts.
+        os.environ.update(bench_env(folder, postgres.url, redis.url), DJANGO_SETTINGS_MODULE="timonier.settings")
         env = {**os.environ}
         import django
 
