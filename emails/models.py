@@ -135,6 +135,9 @@ class Delivery(models.Model):
     # The event that triggered the send, for `{{ event.* }}` when the worker renders it.
     event = models.JSONField(null=True, blank=True)
     workflow_step = models.CharField(max_length=100, blank=True, default="")
+    # What caused this send (a workflow run's step), unique per project: `deliver` called again with
+    # the same key returns this delivery and sends nothing. Blank for test sends.
+    idempotency_key = models.CharField(max_length=200, blank=True, default="")
     kind = models.CharField(max_length=16, choices=Kind.choices, default=Kind.MARKETING)
     # The furthest state reached: opened after sent, clicked after opened, unsubscribed last.
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
@@ -153,6 +156,13 @@ class Delivery(models.Model):
         indexes = [
             models.Index(fields=["project", "customer", "-created_at"], name="emails_delivery_customer"),
             models.Index(fields=["template", "-created_at"], name="emails_delivery_template"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "idempotency_key"],
+                condition=~models.Q(idempotency_key=""),
+                name="emails_delivery_idempotency_key_unique",
+            )
         ]
 
     def __str__(self) -> str:

@@ -57,6 +57,11 @@ class Project(models.Model):
     created_at = models.DateTimeField(default=clock.now)
     # Requests per second each API key of the project may send; null: settings.API_RATE_LIMIT.
     ingest_rate_limit = models.PositiveIntegerField("API rate limit", null=True, blank=True)
+    # An IANA zone name: workflow delays "until 9:00" use it for customers without a `timezone` trait.
+    timezone = models.CharField("Time zone", max_length=64, default="UTC")
+    # Domains the project may send email from (a template's From address must be on one of them,
+    # or on DEFAULT_FROM_EMAIL's domain), lower-cased.
+    sending_domains = models.JSONField("Sending domains", default=list, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -97,8 +102,15 @@ class ApiKey(models.Model):
     the hash is computed on every API request.
     """
 
+    class Scope(models.TextChoices):
+        # Public (analytics.js puts it in page source): it can only send calls.
+        WRITE = "write", "Write key"
+        # Private: also reads customers and events, erases, and manages segments and workflows.
+        SECRET = "secret", "Secret key"
+
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="api_keys")
     name = models.CharField("Key Name", max_length=100)
+    scope = models.CharField(max_length=8, choices=Scope.choices, default=Scope.SECRET)
     prefix = models.CharField(max_length=16, unique=True)
     key_hash = models.CharField(max_length=64)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, related_name="+")

@@ -44,13 +44,16 @@ class Changes:
     exited: list[int] = field(default_factory=list)
 
 
-def membership_rebuild(segment: Segment, *, now: datetime | None = None) -> tuple[int, int]:
+def membership_rebuild(
+    segment: Segment, *, now: datetime | None = None, cause: str = MembershipChange.Cause.BUILD
+) -> tuple[int, int]:
     """Recompute the whole membership of `segment` at `now`, then re-check the customers who
-    entered or left it in the segments that use it; returns (entries, exits) of `segment`."""
+    entered or left it in the segments that use it; returns (entries, exits) of `segment`.
+    `cause` is recorded on every change (a first build, a window refresh, a reconcile)."""
     now = now or clock.now()
     with transaction.atomic():
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
-        changes = _apply(segment, Customer.objects.filter(project_id=segment.project_id), now)
+        changes = _apply(segment, Customer.objects.filter(project_id=segment.project_id), now, cause)
         Segment.objects.filter(pk=segment.pk).update(
             member_count=Membership.objects.filter(segment=segment).count(),
             last_computed_at=now,
@@ -60,7 +63,7 @@ def membership_rebuild(segment: Segment, *, now: datetime | None = None) -> tupl
     moved = changes.entered + changes.exited
     dependents = segments_depending_on(segment.project_id, {segment.pk})
     if moved and dependents:
-        _update(segment.project_id, {pk: moved for pk in dependents}, now)
+        _update(segment.project_id, {pk: moved for pk in dependents}, now, cause=cause)
     return len(changes.entered), len(changes.exited)
 
 
@@ -70,6 +73,7 @@ def membership_update(
     *,
     now: datetime | None = None,
     segment_ids: Iterable[int] | None = None,
+    cause: str = MembershipChange.Cause.INGEST,
 ) -> tuple[int, int]:
     """Re-check only `customer_ids` against the project's segments (or those of `segment_ids`
     and the segments using them); returns total (entries, exits)."""
@@ -79,7 +83,7 @@ def membership_update(
     targets = Segment.objects.filter(project_id=project_id)
     if segment_ids is not None:
         targets = targets.filter(pk__in=list(segment_ids))
-    return _update(project_id, {pk: customer_ids for pk in targets.values_list("pk", flat=True)}, now)
+    return _update(project_id, {pk: customer_ids for pk in targets.values_list("pk", flat=True)}, now, cause=cause)
 
 
 def membership_apply_changes(
@@ -112,12 +116,16 @@ def membership_apply_changes(
                 if_not_member[pk] = events_only
     if not scopes:
         return 0, 0
-    return _update(project_id, scopes, now, if_not_member=if_not_member)
+    return _update(project_id, scopes, now, cause=MembershipChange.Cause.INGEST, if_not_member=if_not_member)
 
 
-def memberships_end(project_id: int, customer_ids: list[int], *, now: datetime | None = None) -> int:
-    """End every membership of customers about to be deleted (merged into another, or erased),
-    with history and `segment_exited`; runs inside the caller's transaction. Returns the exits."""
+def memberships_end(
+    project_id: int, customer_ids: list[int], *, erased: Iterable[int] = (), now: datetime | None = None
+) -> int:
+    """End every membership of customers about to be deleted (merged into another, or erased:
+    those of `erased`), with history and `segment_exited`; runs inside the caller's transaction.
+    Returns the exits."""
+    erased = set(erased)
     now = now or clock.now()
     ids_sql, ids_param = _ids_select(customer_ids)
     segment_ids = list(
@@ -136,7 +144,10 @@ def memberships_end(project_id: int, customer_ids: list[int], *, now: datetime |
             f"DELETE FROM {table} WHERE segment_id = %s AND customer_id IN ({ids_sql}) RETURNING customer_id",  # noqa: S608
             [segment.pk, ids_param],
         )
-        _record(segment, MembershipChange.Kind.EXITED, changes.exited, now)
+        gone = [pk for pk in changes.exited if pk in erased]
+        merged = [pk for pk in changes.exited if pk not in erased]
+        _record(segment, MembershipChange.Kind.EXITED, merged, now, MembershipChange.Cause.MERGE)
+        _record(segment, MembershipChange.Kind.EXITED, gone, now, MembershipChange.Cause.ERASURE)
         if changes.exited:
             Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") - len(changes.exited))
         all_changes.append(changes)
@@ -185,6 +196,7 @@ def _update(
     scopes: dict[int, list[int]],
     now: datetime | None,
     *,
+    cause: str,
     if_not_member: dict[int, set[int]] | None = None,
 ) -> tuple[int, int]:
     """Re-check, for each segment id of `scopes`, its customers; a segment reading another is
@@ -214,7 +226,7 @@ def _update(
                 continue
             ids = sorted(scopes[segment.pk])
             scope = Customer.objects.filter(AmongIds(F("pk"), ids), project_id=project_id)
-            changes = _apply(segment, scope, now, customer_ids=ids)
+            changes = _apply(segment, scope, now, cause, customer_ids=ids)
             delta = len(changes.entered) - len(changes.exited)
             if delta:
                 Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + delta)
@@ -246,7 +258,7 @@ def _ids_in(ids: list[int]) -> RawSQL:
 
 
 def _apply(
-    segment: Segment, scope: QuerySet[Customer], now: datetime, customer_ids: list[int] | None = None
+    segment: Segment, scope: QuerySet[Customer], now: datetime, cause: str, customer_ids: list[int] | None = None
 ) -> Changes:
     """`customer_ids`: the ids of `scope` when it is a few customers (see `compile_sql`)."""
     condition = compile_sql(segment.condition, now=now, project_id=segment.project_id, customer_ids=customer_ids)
@@ -283,8 +295,8 @@ def _apply(
         [segment.pk, _timestamp(now), *select_params],
     )
 
-    _record(segment, MembershipChange.Kind.EXITED, changes.exited, now)
-    _record(segment, MembershipChange.Kind.ENTERED, changes.entered, now)
+    _record(segment, MembershipChange.Kind.EXITED, changes.exited, now, cause)
+    _record(segment, MembershipChange.Kind.ENTERED, changes.entered, now, cause)
     return changes
 
 
@@ -294,7 +306,7 @@ def _returned_ids(sql: str, params) -> list[int]:
         return [row[0] for row in cursor.fetchall()]
 
 
-def _record(segment: Segment, kind: str, customer_ids: list[int], at: datetime) -> None:
+def _record(segment: Segment, kind: str, customer_ids: list[int], at: datetime, cause: str) -> None:
     """Append history rows for many customers in one statement."""
     if not customer_ids:
         return
@@ -302,9 +314,9 @@ def _record(segment: Segment, kind: str, customer_ids: list[int], at: datetime) 
     ids_sql, ids_param = _ids_select(customer_ids)
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {table} (segment_id, customer_id, kind, at) "  # noqa: S608
-            f"SELECT %s, ids.id, %s, %s FROM ({ids_sql}) AS ids",
-            [segment.pk, kind, _timestamp(at), ids_param],
+            f"INSERT INTO {table} (segment_id, customer_id, kind, cause, at) "  # noqa: S608
+            f"SELECT %s, ids.id, %s, %s, %s FROM ({ids_sql}) AS ids",
+            [segment.pk, kind, cause, _timestamp(at), ids_param],
         )
 
 

@@ -11,6 +11,8 @@ class Segment(models.Model):
     class Status(models.TextChoices):
         BUILDING = "building", "Building"
         READY = "ready", "Ready"
+        # Its last build raised (`build_error` says why); it is left out of live updates until changed.
+        FAILED = "failed", "Failed"
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="segments")
     name = models.CharField(max_length=100)
@@ -21,6 +23,7 @@ class Segment(models.Model):
     # Kept by every membership change, so lists never count members.
     member_count = models.PositiveIntegerField(default=0)
     last_computed_at = models.DateTimeField(null=True, blank=True)
+    build_error = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(default=clock.now)
     updated_at = models.DateTimeField(default=clock.now)
 
@@ -57,16 +60,30 @@ class MembershipChange(models.Model):
         ENTERED = "entered", "Entered"
         EXITED = "exited", "Exited"
 
+    class Cause(models.TextChoices):
+        """Why membership changed: workflows fire Segment Entered/Exited on live changes only."""
+
+        INGEST = "ingest", "Live update"  # an ingest batch changed the customer
+        BUILD = "build", "Build"  # the segment was created or its condition changed
+        REFRESH = "refresh", "Window refresh"  # time passed (a `within` window moved)
+        RECONCILE = "reconcile", "Reconcile"  # the periodic rebuild caught up with a missed update
+        MERGE = "merge", "Merged"  # the customer was merged into another
+        ERASURE = "erasure", "Erased"  # the customer was erased
+
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="changes", db_index=False)
     # A plain id, not a foreign key: the history outlives the customer's deletion.
     customer_id = models.BigIntegerField()
     kind = models.CharField(max_length=8, choices=Kind.choices)
+    # With a database default: history rows are written by raw INSERTs (membership._record).
+    cause = models.CharField(max_length=16, choices=Cause.choices, default=Cause.INGEST, db_default=Cause.INGEST)
     at = models.DateTimeField()
 
     class Meta:
         indexes = [
             models.Index(fields=["customer_id", "-at"], name="segments_change_customer"),
             models.Index(fields=["segment", "-at"], name="segments_change_segment"),
+            # Workflows read a segment's changes in id order from a stored cursor.
+            models.Index(fields=["segment", "id"], name="segments_change_segment_id"),
         ]
 
     def __str__(self) -> str:

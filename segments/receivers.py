@@ -26,6 +26,6 @@ def update_memberships(sender, *, project_id: int, changes: dict, recheck_all=fr
 
 
 @receiver(customers_removing, dispatch_uid="segments.end_memberships")
-def end_memberships(sender, *, project_id: int, customer_ids: list[int], **kwargs) -> None:
+def end_memberships(sender, *, project_id: int, customer_ids: list[int], erased=(), **kwargs) -> None:
     """Inside the batch that merges or erases customers: they leave their segments with it."""
-    memberships_end(project_id, customer_ids)
+    memberships_end(project_id, customer_ids, erased=erased)

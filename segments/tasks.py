@@ -12,7 +12,7 @@ from timonier import clock
 
 from .conditions import uses_relative_window
 from .membership import membership_rebuild
-from .models import Segment
+from .models import MembershipChange, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +23,7 @@ def segment_build_task(segment_id: int) -> None:
     segment = Segment.objects.filter(pk=segment_id).first()
     if segment is None:  # deleted meanwhile
         return
-    entries, exits = membership_rebuild(segment)
+    entries, exits = membership_rebuild(segment, cause=MembershipChange.Cause.BUILD)
     logger.info("segment %s built: %s entries, %s exits", segment_id, entries, exits)
 
 
@@ -38,10 +38,10 @@ def segments_refresh_windows_task() -> None:
             # lost (the broker was down when it was sent).
             stale = clock.now() - timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS)
             _rebuild(
-                segment
+                (segment, MembershipChange.Cause.BUILD if stuck else MembershipChange.Cause.REFRESH)
                 for segment in Segment.objects.order_by("pk")
-                if uses_relative_window(segment.condition)
-                or (segment.status == Segment.Status.BUILDING and segment.updated_at < stale)
+                if (stuck := segment.status == Segment.Status.BUILDING and segment.updated_at < stale)
+                or uses_relative_window(segment.condition)
             )
 
 
@@ -51,7 +51,7 @@ def segments_reconcile_task() -> None:
     a batch's commit and its membership update)."""
     with _alone("segments:reconcile") as first:
         if first:
-            _rebuild(Segment.objects.order_by("pk").iterator())
+            _rebuild((segment, MembershipChange.Cause.RECONCILE) for segment in Segment.objects.order_by("pk"))
 
 
 @contextmanager
@@ -66,10 +66,10 @@ def _alone(name: str):
             cache.delete(name)
 
 
-def _rebuild(segments) -> None:
+def _rebuild(segments_and_causes) -> None:
     now = clock.now()
-    for segment in segments:
+    for segment, cause in segments_and_causes:
         try:
-            membership_rebuild(segment, now=now)
+            membership_rebuild(segment, now=now, cause=cause)
         except Exception:  # one broken segment must not stop the others
             logger.exception("segment %s: rebuild failed", segment.pk)

@@ -5,7 +5,7 @@ from tqdm import tqdm
 
 from organizations.management.project_option import project_from_option
 from segments.membership import dependency_order, membership_rebuild
-from segments.models import Segment
+from segments.models import MembershipChange, Segment
 
 
 class Command(BaseCommand):
@@ -36,7 +36,7 @@ class Command(BaseCommand):
             for each in bar:
                 bar.set_description(each.name[:30])
                 segment_started = time.monotonic()
-                entries, exits = membership_rebuild(each)
+                entries, exits = membership_rebuild(each, cause=MembershipChange.Cause.RECONCILE)
                 total_entries += entries
                 total_exits += exits
                 where = f"{each.project.organization.slug}/{each.project.slug}"
