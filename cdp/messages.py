@@ -22,7 +22,7 @@ the way the API documents them: `customer_id: exceeds maximum length of 255 char
 
 import re
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import orjson
 
@@ -32,6 +32,10 @@ OBJECT_MAX_BYTES = 32 * 1024
 OBJECT_MAX_KEYS = 100
 OBJECT_MAX_DEPTH = 5
 MESSAGE_ID_MAX = 255
+# How far after its receipt a call may be dated (after the sentAt correction). Further on, it is
+# dated at its receipt: a newer call's trait wins, so a call dated year 8999 would otherwise pin
+# its traits against every later identify. Past dates stay as sent (backfills).
+FUTURE_TOLERANCE = timedelta(minutes=5)
 
 CUSTOMER_ID_RE = re.compile(r"[a-zA-Z0-9\-_.@+:]+")
 EVENT_RE = re.compile(r"[a-zA-Z0-9_\- ]+")
@@ -68,13 +72,25 @@ def _id(value, field: str, pattern: re.Pattern, allowed: str) -> str | None:
     return value
 
 
-def _depth(value, level: int = 1) -> int:
-    """Nesting depth of a JSON value: a flat object is 1."""
-    if isinstance(value, dict):
-        return max((_depth(v, level + 1) for v in value.values()), default=level) if value else level
-    if isinstance(value, list):
-        return max((_depth(v, level + 1) for v in value), default=level) if value else level
-    return level - 1
+def _deeper_than(value, limit: int) -> bool:
+    """Whether a JSON value nests deeper than `limit` levels (a flat object is 1, an empty one too).
+
+    Iterative, so a value nested a thousand levels deep (orjson parses up to 1,024) costs no Python
+    recursion; and checked before `orjson.dumps`, which refuses more than 254 levels with an error.
+    """
+    pending = [(value, 1)]
+    while pending:
+        current, level = pending.pop()
+        if isinstance(current, dict):
+            children = current.values()
+        elif isinstance(current, list):
+            children = current
+        else:
+            continue
+        if level > limit:
+            return True
+        pending.extend((child, level + 1) for child in children)
+    return False
 
 
 def _object(value, field: str, *, limit_keys: bool = True) -> dict | None:
@@ -86,13 +102,13 @@ def _object(value, field: str, *, limit_keys: bool = True) -> dict | None:
         return value
     if limit_keys and len(value) > OBJECT_MAX_KEYS:
         raise MessageError(f"{field}: exceeds {OBJECT_MAX_KEYS} keys")
+    if _deeper_than(value, OBJECT_MAX_DEPTH):
+        raise MessageError(f"{field}: exceeds maximum nesting depth of {OBJECT_MAX_DEPTH}")
     dumped = orjson.dumps(value)
     if len(dumped) > OBJECT_MAX_BYTES:
         raise MessageError(f"{field}: exceeds maximum size of 32 KB")
     if b"\\u0000" in dumped:  # PostgreSQL text and jsonb cannot hold NUL
         raise MessageError(f"{field}: contains a NUL character")
-    if _depth(value) > OBJECT_MAX_DEPTH:
-        raise MessageError(f"{field}: exceeds maximum nesting depth of {OBJECT_MAX_DEPTH}")
     return value
 
 
@@ -187,6 +203,9 @@ def normalize(raw, *, received_at: datetime, default_type: str | None = None, pr
             timestamp = timestamp + (received_at - sent_at)
         except OverflowError:  # sentAt thousands of years after timestamp: before year 1
             raise MessageError(f"{p}sentAt: out of range") from None
+    if timestamp > received_at + FUTURE_TOLERANCE:
+        context = {**context, "original_timestamp": raw.get("timestamp")}
+        timestamp = received_at
 
     message_id = _field(raw, "message_id", "messageId")
     if message_id is not None:

@@ -1,4 +1,4 @@
-"""HTTP plumbing of the CDP API: the error shape, body reading, key extraction, CORS.
+"""HTTP plumbing of the CDP API: the error shape, body reading, key extraction, CORS (sending endpoints only).
 
 Every error the API returns has one shape, documented in `cdp/openapi.yaml`:
 
@@ -16,6 +16,7 @@ from django.http import HttpRequest, HttpResponse
 ERROR_NAMES = {
     400: "bad_request",
     401: "unauthorized",
+    403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
@@ -25,10 +26,13 @@ ERROR_NAMES = {
     500: "internal_error",
     503: "service_unavailable",
 }
-ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain")
+# text/plain: analytics.js's beacons (no CORS preflight). application/x-www-form-urlencoded: what
+# axios labels a Buffer, so @rudderstack/rudder-sdk-node 3.x sends its gzipped JSON under it (as
+# RudderStack's own server, we read the body as JSON whatever the label; a form body is not JSON).
+ACCEPTED_CONTENT_TYPES = ("application/json", "text/plain", "application/x-www-form-urlencoded")
 CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
-    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
     "Access-Control-Allow-Headers": "Authorization, Content-Type, Content-Encoding, X-Requested-With, X-Retry-Count",
     "Access-Control-Expose-Headers": "Retry-After",
     "Access-Control-Max-Age": "86400",
@@ -57,7 +61,10 @@ def read_json_body(request: HttpRequest, *, limit: int):
     """The request's JSON body, bounded in size before and after gzip; raises ApiError."""
     content_type = request.content_type or ""
     if content_type not in ACCEPTED_CONTENT_TYPES:
-        raise ApiError(415, "Content-Type must be application/json (or text/plain carrying JSON)")
+        raise ApiError(
+            415,
+            "Content-Type must be application/json (or text/plain or application/x-www-form-urlencoded carrying JSON)",
+        )
     length = request.META.get("CONTENT_LENGTH") or "0"
     if length.isdigit() and int(length) > limit:
         raise ApiError(413, f"body exceeds {limit // 1024} KB")
@@ -111,17 +118,37 @@ def credentials(request: HttpRequest, body=None) -> str | None:
     return None
 
 
+def sends_calls(view, *methods: str):
+    """Mark `methods` of a view as callable by web pages on any origin (CORS): the sending endpoints,
+    which analytics.js calls with the write key of the page's source."""
+    view.cors_methods = frozenset(methods)
+    return view
+
+
 class CorsMiddleware:
-    """Lets web pages on any origin call the API (keys are never cookies, so `*` is safe)."""
+    """Lets web pages on any origin call the sending endpoints (keys are never cookies, so `*` is safe).
+
+    Every other endpoint (reads, erasure, segments, workflows) answers no CORS headers and no
+    preflight: it needs a secret key, which belongs on a server, and a browser that cannot call it
+    cross-origin keeps a secret key pasted into a web page from working there.
+    """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META:
-            response = HttpResponse(status=204)
-        else:
-            response = self.get_response(request)
-        for name, value in CORS_HEADERS.items():
-            response.headers.setdefault(name, value)
+        response = self.get_response(request)
+        if getattr(request, "cors_allowed", False):
+            for name, value in CORS_HEADERS.items():
+                response.headers.setdefault(name, value)
         return response
+
+    def process_view(self, request: HttpRequest, view, view_args, view_kwargs) -> HttpResponse | None:
+        methods = getattr(view, "cors_methods", frozenset())
+        if request.method == "OPTIONS" and "HTTP_ACCESS_CONTROL_REQUEST_METHOD" in request.META:
+            if request.META["HTTP_ACCESS_CONTROL_REQUEST_METHOD"].upper() in methods:
+                request.cors_allowed = True
+                return HttpResponse(status=204)
+            return None  # the view answers 405: no preflight succeeds
+        request.cors_allowed = request.method in methods
+        return None

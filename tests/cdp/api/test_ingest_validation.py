@@ -180,8 +180,9 @@ def test_body_that_is_not_json_is_400(api):
 
 
 def test_other_content_types_are_415(api):
-    response = api.post("/v1/track", "customer_id=u", content_type="application/x-www-form-urlencoded")
-    _error(response, 415, "Content-Type must be application/json (or text/plain carrying JSON)")
+    response = api.post("/v1/track", "<track/>", content_type="text/xml")
+    message = "Content-Type must be application/json (or text/plain or application/x-www-form-urlencoded carrying JSON)"
+    _error(response, 415, message)
 
 
 def test_single_call_over_100_kb_is_413(api):
