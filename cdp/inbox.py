@@ -8,7 +8,7 @@ import uuid
 from datetime import datetime
 
 import orjson
-from django.db import connection
+from django.db import connection, transaction
 
 from .models import Command
 
@@ -24,7 +24,8 @@ _queued: set[int] = set()
 
 
 def commands_enqueue(*, project_id: int, messages: list[dict], received_at: datetime) -> uuid.UUID:
-    """Store a command durably (the INSERT has committed when this returns) and wake a worker."""
+    """Store a command durably and wake a worker. Called outside a transaction (the API) the INSERT
+    has committed when this returns; inside one, it commits with the caller's other writes."""
     command_id = uuid.uuid4()
     # One plain INSERT (autocommit): the ORM's model machinery costs as much as the write here.
     with connection.cursor() as cursor:
@@ -39,7 +40,9 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
                 orjson.dumps(messages).decode(),
             ],
         )
-    wake(project_id)
+    # Inside a caller's transaction (a workflow step), the worker is woken once the command is
+    # visible; outside one, on_commit runs at once.
+    transaction.on_commit(lambda: wake(project_id))
     return command_id
 
 

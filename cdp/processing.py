@@ -94,18 +94,24 @@ class Profile:
             self.stored_last is None or self.last_seen_at.timestamp() >= self.stored_last + LAST_SEEN_RESOLUTION
         )
 
-    def set_traits(self, traits: dict, at_ms: int) -> None:
-        """Merge traits; a null removes one. A trait set by a newer call is not overwritten."""
+    def set_traits(self, traits: dict, at_ms: int, record: list | None = None) -> None:
+        """Merge traits; a null removes one. A trait set by a newer call is not overwritten.
+        `record` gets (name, old value, new value) of each trait that changed (None: not set)."""
         for name, value in traits.items():
             if self.trait_times.get(name, -1) > at_ms:
                 continue
+            old = self.traits.get(name)
             if value is None:
                 if name in self.traits:
                     del self.traits[name]
                     self.changed_traits.add(name)
+                    if record is not None:
+                        record.append((name, old, None))
             elif self.traits.get(name, _MISSING) != value:
                 self.traits[name] = value
                 self.changed_traits.add(name)
+                if record is not None:
+                    record.append((name, old, value))
             self.trait_times[name] = at_ms
             self.dirty = True
 
@@ -138,6 +144,8 @@ class Batch:
         self.merges: list[tuple[Profile, Profile]] = []
         self.deletions: list[Profile] = []
         self.events: list[tuple[Profile, dict]] = []
+        # (profile, message_id, [(trait, old, new), …]) of each identify that changed traits.
+        self.trait_changes: list[tuple[Profile, str, list]] = []
         self.suppressed: set[tuple[str, str]] = set()
         self.new_suppressions: set[tuple[str, str]] = set()
         self.result = BatchResult()
@@ -279,7 +287,10 @@ class Batch:
                 self.merge(previous, into=profile)
         properties = message["properties"]
         if kind == "identify":
-            self._full(profile).set_traits(message["traits"], int(at.timestamp() * 1000))
+            changed: list = []
+            self._full(profile).set_traits(message["traits"], int(at.timestamp() * 1000), changed)
+            if changed:
+                self.trait_changes.append((profile, message["message_id"], changed))
             properties = message["traits"]
         elif kind == "group":
             properties = {"group_id": message["group_id"], "traits": message["traits"]}
@@ -408,6 +419,23 @@ class Batch:
             )
         storage.events_insert(rows)
         self.result.events += len(rows)
+
+    def stored(self) -> tuple[list[tuple[int, dict]], list[tuple[int, str, list]]]:
+        """What the batch stored, for `signals.batch_stored`: the track events as (customer id,
+        message), and the trait changes as (customer id, message_id, [(trait, old, new), …]), of
+        the customers that survive the batch."""
+        deleted = {id(p) for p in self.deletions}
+        events = [
+            (final.pk, message)
+            for profile, message in self.events
+            if message["type"] == "track" and id(final := profile.final()) not in deleted
+        ]
+        traits = [
+            (final.pk, message_id, changed)
+            for profile, message_id, changed in self.trait_changes
+            if id(final := profile.final()) not in deleted
+        ]
+        return events, traits
 
     def changes(self) -> tuple[dict[int, tuple[set, set]], set[int]]:
         """What changed per surviving customer, for segment updates: (trait names, event names)
@@ -554,14 +582,16 @@ def _commands_process(project_id: int, max_commands: int) -> BatchResult | None:
         for message in fresh:
             batch.apply(message)
         batch.flush(received_at)
+        events, trait_changes = batch.stored()
+        if events or trait_changes:
+            # Inside the transaction: what receivers write (workflow triggers) commits with the batch.
+            signals.batch_stored.send(
+                sender=Batch, project_id=project_id, events=events, trait_changes=trait_changes
+            )
         for chunk in storage.ids_in([c[0] for c in claimed]):
             Command.objects.filter(pk__in=chunk).delete()
         changes, recheck_all = batch.changes()
-        transaction.on_commit(
-            lambda: signals.customers_changed.send(
-                sender=Batch, project_id=project_id, changes=changes, recheck_all=recheck_all
-            )
-        )
+        transaction.on_commit(lambda: _announce_changes(project_id, changes, recheck_all))
     logger.info(
         "processed project=%s commands=%s messages=%s events=%s duplicates=%s",
         project_id,
@@ -571,6 +601,21 @@ def _commands_process(project_id: int, max_commands: int) -> BatchResult | None:
         batch.result.duplicates,
     )
     return batch.result
+
+
+def _announce_changes(project_id: int, changes: dict, recheck_all: set) -> None:
+    """After the batch committed: a receiver that fails is logged, never the batch's failure
+    (the batch is stored; re-applying its commands would count attempts against good data)."""
+    for receiver, result in signals.customers_changed.send_robust(
+        sender=Batch, project_id=project_id, changes=changes, recheck_all=recheck_all
+    ):
+        if isinstance(result, Exception):
+            logger.error(
+                "project=%s: customers_changed receiver %s failed",
+                project_id,
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=result,
+            )
 
 
 def projects_with_pending_commands() -> list[int]:

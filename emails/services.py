@@ -214,16 +214,27 @@ def send_test(
 
 
 def deliver(
-    *, version: EmailTemplateVersion, customer: Customer, event: dict | None = None, workflow_step: str = ""
+    *,
+    version: EmailTemplateVersion,
+    customer: Customer,
+    event: dict | None = None,
+    workflow_step: str = "",
+    idempotency_key: str = "",
 ) -> Delivery:
     """Send `version` (exactly that one, even if the template was published again) to `customer`.
 
     A customer without an email address, or who unsubscribed, gets a Delivery with status
     failed and the reason, so the workflow's history shows why nothing was sent.
+    `idempotency_key` (unique per project): called again with the same key, this returns the
+    Delivery made the first time and sends nothing.
     """
     template = version.template
     if customer.project_id != template.project_id:
         raise ValueError("the customer and the template belong to different projects")
+    if idempotency_key:
+        existing = Delivery.objects.filter(project_id=template.project_id, idempotency_key=idempotency_key).first()
+        if existing is not None:
+            return existing
     to_email = (customer.email or "").strip()
     delivery = Delivery(
         project_id=template.project_id,
@@ -233,6 +244,7 @@ def deliver(
         to_email=to_email,
         event=event,
         workflow_step=workflow_step[:100],
+        idempotency_key=idempotency_key,
         kind=Delivery.Kind.MARKETING,
         status=Delivery.Status.QUEUED,
     )
@@ -240,7 +252,14 @@ def deliver(
         delivery.status, delivery.error = Delivery.Status.FAILED, "skipped: the customer has no email address"
     elif tracking.is_unsubscribed(project=template.project, email=to_email, customer=customer):
         delivery.status, delivery.error = Delivery.Status.FAILED, "skipped: the customer has unsubscribed"
-    delivery.save()
+    if idempotency_key:
+        try:
+            with transaction.atomic():  # a savepoint: the caller's transaction survives a duplicate
+                delivery.save()
+        except IntegrityError:  # the same key, saved concurrently
+            return Delivery.objects.get(project_id=template.project_id, idempotency_key=idempotency_key)
+    else:
+        delivery.save()
     if delivery.status == Delivery.Status.QUEUED:
         _enqueue(delivery)
     return delivery

@@ -13,9 +13,8 @@ from django.core import signing
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q
 
-from cdp.inbox import commands_enqueue
-from cdp.messages import normalize
-from cdp.models import Customer, Identity
+from cdp.models import Customer
+from cdp.services import customer_identify_enqueue
 from organizations.models import Project
 from timonier import clock
 
@@ -142,17 +141,15 @@ def unsubscribe_record(*, delivery: Delivery) -> Unsubscription:
 
 
 def _enqueue_unsubscribed_trait(project_id: int, customer: Customer, at) -> None:
-    """An identify `{unsubscribed: true}` for the customer, by their customer_id or an anonymous_id."""
-    raw = {"type": "identify", "traits": {"unsubscribed": True}, "timestamp": at.isoformat()}
-    raw["context"] = {"source": "emails.unsubscribe"}
-    if customer.external_id:
-        raw["customer_id"] = customer.external_id
-    else:
-        anonymous = Identity.objects.filter(customer=customer, kind=Identity.Kind.ANONYMOUS_ID).first()
-        if anonymous is None:
-            return
-        raw["anonymous_id"] = anonymous.value
-    commands_enqueue(project_id=project_id, messages=[normalize(raw, received_at=at)], received_at=at)
+    """An identify `{unsubscribed: true}` for the customer, through the CDP inbox like any other."""
+    customer_identify_enqueue(
+        customer=customer,
+        traits={"unsubscribed": True},
+        # One per unsubscription (it is recorded once): a retried request queues nothing new.
+        message_id=f"unsubscribe-{project_id}-{customer.pk}-{int(at.timestamp())}",
+        at=at,
+        source="emails.unsubscribe",
+    )
 
 
 def is_unsubscribed(*, project: Project, email: str, customer=None) -> bool:

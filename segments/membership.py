@@ -13,6 +13,7 @@ serialised by a lock on its row (`select_for_update`), taken in id order to avoi
 """
 
 import json
+import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -33,6 +34,8 @@ from .conditions import (
 from .conditions.sql import AmongIds, bigint_array
 from .models import Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -325,12 +328,22 @@ def _timestamp(value: datetime):
 
 
 def _signal_on_commit(all_changes: list[Changes]) -> None:
+    """After the commit, each receiver isolated: one that raises is logged, and is never read as a
+    failed membership computation (which is stored by then)."""
+
     def send():
         for changes in all_changes:
-            if changes.entered:
-                segment_entered.send(sender=Segment, segment=changes.segment, customer_ids=changes.entered)
-            if changes.exited:
-                segment_exited.send(sender=Segment, segment=changes.segment, customer_ids=changes.exited)
+            for signal, ids in ((segment_entered, changes.entered), (segment_exited, changes.exited)):
+                if not ids:
+                    continue
+                for receiver, result in signal.send_robust(sender=Segment, segment=changes.segment, customer_ids=ids):
+                    if isinstance(result, Exception):
+                        logger.error(
+                            "segment %s: receiver %s failed",
+                            changes.segment.pk,
+                            getattr(receiver, "__qualname__", receiver),
+                            exc_info=result,
+                        )
 
     if any(changes.entered or changes.exited for changes in all_changes):
         transaction.on_commit(send)

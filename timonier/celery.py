@@ -102,6 +102,23 @@ BEAT_SCHEDULE = {
         "schedule": timedelta(minutes=1),
         "options": {"expires": 60},
     },
+    # Workflows: enrolment from triggers (backstop of the ingest's wake-ups), due runs (how delays
+    # fall due: at most a second late), and the hourly re-check of runs that watch data changes.
+    "workflows-sweep-triggers": {
+        "task": "workflows.tasks.triggers_sweep_task",
+        "schedule": timedelta(seconds=1),
+        "options": {"expires": 5},
+    },
+    "workflows-execute-runs": {
+        "task": "workflows.tasks.runs_execute_task",
+        "schedule": timedelta(seconds=1),
+        "options": {"expires": 5},
+    },
+    "workflows-recheck-runs": {
+        "task": "workflows.tasks.runs_recheck_task",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
+    },
     "accounts-purge-expired-verifications": {
         "task": "accounts.tasks.purge_expired_verifications_task",
         "schedule": timedelta(hours=1),

@@ -43,8 +43,11 @@ class Workflow(models.Model):
     # a trait change concerns with one indexed query.
     trigger_type = models.CharField(max_length=32, blank=True, default="")
     trigger_key = models.CharField(max_length=255, blank=True, default="")
+    trigger_segment_id = models.BigIntegerField(null=True, blank=True)
     # Segment triggers read the segment's membership changes after this id.
     segment_cursor = models.BigIntegerField(default=0)
+    # Event names that Wait Until steps of any version wait for (ingest records those events).
+    wait_events = models.JSONField(default=list, blank=True)
     paused_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True)
     created_at = models.DateTimeField(default=clock.now)
@@ -171,8 +174,15 @@ class Run(models.Model):
             models.Index(fields=["workflow", "customer"], name="workflows_run_customer"),
             models.Index(fields=["customer", "-started_at"], name="workflows_run_by_customer"),
             models.Index(fields=["workflow", "status", "-id"], name="workflows_run_status"),
-            models.Index(fields=["project", "wait_event"], name="workflows_run_wait_event",
-                         condition=Q(status="waiting") & ~Q(wait_event="")),
+            models.Index(
+                fields=["project", "wait_event"],
+                name="workflows_run_wait_event",
+                condition=Q(status="waiting") & ~Q(wait_event=""),
+            ),
+            # Runs to re-check when their customer's data changes.
+            models.Index(
+                fields=["customer"], name="workflows_run_watching", condition=Q(status="waiting", watches_changes=True)
+            ),
         ]
 
     def __str__(self) -> str:
@@ -241,8 +251,11 @@ class WebhookAttempt(models.Model):
             models.UniqueConstraint(fields=["run", "seq", "number"], name="workflows_webhookattempt_unique"),
         ]
         indexes = [
-            models.Index(fields=["status", "due_at"], name="workflows_webhook_pending",
-                         condition=Q(status__in=["queued", "sending"])),
+            models.Index(
+                fields=["status", "due_at"],
+                name="workflows_webhook_pending",
+                condition=Q(status__in=["queued", "sending"]),
+            ),
         ]
 
     def __str__(self) -> str:

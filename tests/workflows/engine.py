@@ -1,0 +1,81 @@
+"""Helpers for engine tests: data made the way production makes it (API messages through the inbox
+and the batch processor), and the engine driven step by step (trigger processing, the executor)."""
+
+from datetime import UTC, datetime
+
+from cdp.inbox import commands_enqueue
+from cdp.messages import normalize
+from cdp.models import Customer
+from cdp.processing import commands_process
+from emails.models import Delivery
+from tests.emails.conftest import make_template
+from timonier import clock
+from workflows import services
+from workflows.executor import runs_execute
+from workflows.models import Run, Workflow
+from workflows.triggers import triggers_process
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
+
+
+def ingest(project, *calls: dict) -> None:
+    now = clock.now()
+    messages = [normalize(call, received_at=now) for call in calls]
+    commands_enqueue(project_id=project.pk, messages=messages, received_at=now)
+    while commands_process(project_id=project.pk).commands:
+        pass
+
+
+def identify(project, customer_id: str, **traits) -> Customer:
+    ingest(project, {"type": "identify", "customer_id": customer_id, "traits": traits})
+    return Customer.objects.get(project=project, external_id=customer_id)
+
+
+def track(project, customer_id: str, event: str, **properties) -> None:
+    ingest(project, {"type": "track", "customer_id": customer_id, "event": event, "properties": properties})
+
+
+def run_engine(project, *, rounds: int = 20) -> None:
+    """Process triggers and execute due runs until nothing moves."""
+    for _ in range(rounds):
+        enrolled = triggers_process(project_id=project.pk) or 0
+        executed = runs_execute()
+        if not enrolled and not executed:
+            return
+    raise AssertionError(f"the engine still moves after {rounds} rounds")
+
+
+def published_template(project, name="Purchase Thank You", **settings):
+    return make_template(project, name=name, publish=True, **settings)
+
+
+def definition(trigger: dict, steps: list[dict], edges: list[tuple], *, frequency=None, **extra) -> dict:
+    """A definition from steps and (from, to) or (from, output, to) edges; the first step follows the trigger."""
+    edge_list = [{"from": "trigger", "to": steps[0]["id"]}] if steps else []
+    for edge in edges:
+        if len(edge) == 2:
+            edge_list.append({"from": edge[0], "to": edge[1]})
+        else:
+            edge_list.append({"from": edge[0], "output": edge[1], "to": edge[2]})
+    return {
+        "trigger": trigger,
+        "frequency": frequency or {"type": "once"},
+        "steps": steps,
+        "edges": edge_list,
+        **extra,
+    }
+
+
+def active_workflow(project, definition: dict, *, name: str = "Flow") -> Workflow:
+    workflow = services.workflow_create(project=project, name=name, definition=definition, user=None)
+    services.workflow_activate(workflow=workflow, user=None)
+    workflow.refresh_from_db()
+    return workflow
+
+
+def runs_of(workflow) -> list[Run]:
+    return list(Run.objects.filter(workflow=workflow).order_by("pk"))
+
+
+def deliveries_to(email: str) -> list[Delivery]:
+    return list(Delivery.objects.filter(to_email=email).order_by("pk"))
