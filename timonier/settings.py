@@ -184,6 +184,13 @@ API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
 SEGMENT_WINDOW_REFRESH_SECONDS = env.int("SEGMENT_WINDOW_REFRESH_SECONDS", default=60)
 SEGMENT_RECONCILE_SECONDS = env.int("SEGMENT_RECONCILE_SECONDS", default=3600)
 
+# Workflows' Webhook steps (workflows/addresses.py, workflows/webhooks.py): hosts (`host` or
+# `host:port`) a webhook may reach on any address and port, past the SSRF check (an operator's own
+# receiver on the internal network); the timeout of one attempt; attempts before the failure path.
+WEBHOOK_ALLOWED_HOSTS = env.list("WEBHOOK_ALLOWED_HOSTS", default=[])
+WEBHOOK_TIMEOUT_SECONDS = env.float("WEBHOOK_TIMEOUT_SECONDS", default=10)
+WEBHOOK_MAX_ATTEMPTS = env.int("WEBHOOK_MAX_ATTEMPTS", default=6)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
