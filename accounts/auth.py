@@ -1,10 +1,13 @@
 """Who may see a platform page: a signed-in user whose session passed the authenticator."""
 
+import json
 from collections.abc import Callable
 from functools import wraps
 
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+
+from timonier.secrets import DecryptionError, decrypt, encrypt
 
 RECOVERY_CODES_SESSION_KEY = "recovery_codes_once"
 
@@ -20,6 +23,17 @@ def verified_login_required(view: Callable[..., HttpResponse]) -> Callable[..., 
     return wrapper
 
 
+def recovery_codes_stash(request: HttpRequest, codes: list[str]) -> None:
+    """Keep new recovery codes for the next page to show, encrypted (the session store is a table)."""
+    request.session[RECOVERY_CODES_SESSION_KEY] = encrypt(json.dumps(codes))
+
+
 def recovery_codes_pop(request: HttpRequest) -> list[str] | None:
     """Recovery codes to show once, right after they were generated; never again."""
-    return request.session.pop(RECOVERY_CODES_SESSION_KEY, None)
+    stashed = request.session.pop(RECOVERY_CODES_SESSION_KEY, None)
+    if not isinstance(stashed, str):
+        return None
+    try:
+        return json.loads(decrypt(stashed))
+    except DecryptionError:
+        return None

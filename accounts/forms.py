@@ -11,12 +11,8 @@ class SignupForm(forms.Form):
     last_name = forms.CharField(label="Last name", max_length=150)
 
     def clean_email(self) -> str:
-        email = User.objects.normalize_email(self.cleaned_data["email"]).lower()
-        if User.objects.filter(email__iexact=email).exists():
-            raise forms.ValidationError(
-                "An account with this email already exists. Log in, or resend the verification email."
-            )
-        return email
+        # No "already exists" error here: that would tell anyone which addresses have accounts.
+        return User.objects.normalize_email(self.cleaned_data["email"]).lower()
 
 
 class EmailForm(forms.Form):

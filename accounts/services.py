@@ -1,6 +1,7 @@
 """Writes of the accounts domain: signup, verification links, authenticator setup, login codes."""
 
 import base64
+import hashlib
 import logging
 import secrets
 from dataclasses import dataclass
@@ -8,18 +9,17 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.core import signing
-from django.core.exceptions import ValidationError
+from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
 from timonier import clock
 
-from .models import EmailVerification, User
+from . import models, selectors, throttling
+from .models import Authenticator, EmailVerification, RecoveryCode, RecoveryCodeSet, User
 
 logger = logging.getLogger(__name__)
 
@@ -36,28 +36,73 @@ class VerificationError(Exception):
         self.user = user
 
 
-def user_signup(*, email: str, first_name: str, last_name: str) -> User:
+def signup_request(*, email: str, first_name: str, last_name: str) -> User | None:
+    """Handle a signup form, answering the same whatever the address (no account enumeration).
+
+    A new address gets an account and a verification link, if SIGNUP_MODE lets it sign up; an
+    address with an account gets an email saying so (or, if its setup never finished, a new
+    verification link). Returns the account created, if any; the caller must not tell the visitor.
+    """
     email = User.objects.normalize_email(email).lower()
-    if User.objects.filter(email__iexact=email).exists():
-        raise ValidationError({"email": "An account with this email already exists."})
+    existing = User.objects.filter(email__iexact=email).first()
+    if existing is not None:
+        _existing_account_answer(user=existing)
+        return None
+    if not selectors.signup_open_to(email=email):
+        logger.info("signup refused: not invited (SIGNUP_MODE=%s)", settings.SIGNUP_MODE)
+        return None
     try:
         with transaction.atomic():
             user = User.objects.create_user(email=email, first_name=first_name, last_name=last_name)
-    except IntegrityError as exc:  # a concurrent signup with the same email won the race
-        raise ValidationError({"email": "An account with this email already exists."}) from exc
+    except IntegrityError:  # a concurrent signup with the same email won the race
+        return None
     verification_send(user=user)
     return user
+
+
+def verification_resend_request(*, email: str) -> None:
+    """A new verification link for an account whose setup is pending; the same answer for any address."""
+    user = User.objects.filter(email__iexact=email).first()
+    if user is not None:
+        _existing_account_answer(user=user)
+
+
+def _existing_account_answer(*, user: User) -> None:
+    if user.is_active:
+        account_exists_notify(user=user)
+    else:
+        verification_send(user=user)
+
+
+def account_exists_notify(*, user: User) -> bool:
+    """Tell an account's owner that someone tried to sign up with their address; at most once a minute."""
+    digest = hashlib.sha256(user.email.lower().encode()).hexdigest()[:32]
+    if not cache.add(f"accounts:exists-notice:{digest}", 1, timeout=int(RESEND_COOLDOWN.total_seconds())):
+        return False
+    context = {"user": user, "login_link": settings.PLATFORM_URL + reverse("accounts:login")}
+    message = EmailMultiAlternatives(
+        subject="You already have a Timonier account",
+        body=render_to_string("accounts/emails/account_exists.txt", context),
+        to=[user.email],
+    )
+    message.attach_alternative(render_to_string("accounts/emails/account_exists.html", context), "text/html")
+    message.send()
+    logger.info("account-exists email sent user=%s", user.pk)
+    return True
 
 
 def verification_token(verification: EmailVerification) -> str:
     return signing.dumps(str(verification.id), salt=VERIFICATION_SALT)
 
 
-def verification_send(*, user: User) -> EmailVerification:
-    """Create a verification link for a user whose authenticator is not set up, and email it."""
+def verification_send(*, user: User) -> EmailVerification | None:
+    """Create a verification link for a user whose authenticator is not set up, and email it.
+
+    At most one a minute per account (None otherwise): the form says the same either way.
+    """
     latest = user.email_verifications.order_by("-created_at").first()
     if latest and latest.used_at is None and clock.now() - latest.created_at < RESEND_COOLDOWN:
-        raise ValidationError({"email": "A verification email was sent less than a minute ago; check your inbox."})
+        return None
     verification = EmailVerification.objects.create(user=user)
     link = settings.PLATFORM_URL + reverse("accounts:verify", args=[verification_token(verification)])
     context = {"user": user, "link": link, "hours": settings.EMAIL_VERIFICATION_MAX_AGE // 3600}
@@ -89,7 +134,7 @@ def verification_check(*, token: str) -> EmailVerification:
 
 
 def totp_secret_generate() -> str:
-    """A new 160-bit TOTP key, hex-encoded as django-otp stores it."""
+    """A new 160-bit TOTP key, hex-encoded."""
     return secrets.token_hex(20)
 
 
@@ -100,7 +145,7 @@ def b32_secret(secret_hex: str) -> str:
 
 
 def totp_config_url(*, user: User, secret_hex: str) -> str:
-    return TOTPDevice(user=user, key=secret_hex, name="Authenticator").config_url
+    return models.totp_config_url(label=user.get_username(), secret_hex=secret_hex)
 
 
 def _totp_match(secret_hex: str, code: str) -> int | None:
@@ -109,14 +154,26 @@ def _totp_match(secret_hex: str, code: str) -> int | None:
     if not (code.isdigit() and len(code) == 6):
         return None
     totp = TOTP(bytes.fromhex(secret_hex), step=30, t0=0, digits=6, drift=0)
+    totp.time = clock.now().timestamp()
     if totp.verify(int(code), tolerance=settings.OTP_TOTP_TOLERANCE):
         return totp.t()  # includes the drift the match needed
     return None
 
 
 def recovery_code_generate() -> str:
-    raw = secrets.token_hex(5)
-    return f"{raw[:5]}-{raw[5:]}"
+    """80 random bits as four groups of four base32 letters: typed by hand, and too many to brute-force."""
+    raw = base64.b32encode(secrets.token_bytes(10)).decode().lower()
+    return "-".join(raw[i : i + 4] for i in range(0, 16, 4))
+
+
+def _recovery_codes_store(*, user_id: int, codes: list[str]) -> None:
+    code_set, _ = RecoveryCodeSet.objects.get_or_create(
+        user_id=user_id, defaults={"name": "Recovery codes", "confirmed": True}
+    )
+    code_set.codes.all().delete()
+    RecoveryCode.objects.bulk_create(
+        RecoveryCode(code_set=code_set, code_hash=models.recovery_code_hash(code)) for code in codes
+    )
 
 
 def totp_setup_confirm(*, verification: EmailVerification, secret_hex: str, code: str) -> list[str] | None:
@@ -138,69 +195,74 @@ def totp_setup_confirm(*, verification: EmailVerification, secret_hex: str, code
         if not (activated and consumed):
             transaction.set_rollback(True)
             raise VerificationError("used", user=verification.user)
-        TOTPDevice.objects.create(
+        authenticator = Authenticator(
             user_id=verification.user_id,
             name="Authenticator",
-            key=secret_hex,
             confirmed=True,
             tolerance=settings.OTP_TOTP_TOLERANCE,
             last_t=matched_step,  # the setup code cannot be replayed to log in
         )
+        authenticator.key_hex = secret_hex
+        authenticator.save()
         codes = [recovery_code_generate() for _ in range(settings.RECOVERY_CODE_COUNT)]
-        static = StaticDevice.objects.create(user_id=verification.user_id, name="Recovery codes", confirmed=True)
-        StaticToken.objects.bulk_create(StaticToken(device=static, token=c) for c in codes)
+        _recovery_codes_store(user_id=verification.user_id, codes=codes)
     logger.info("authenticator confirmed user=%s", verification.user_id)
     return codes
 
 
 @dataclass
 class LoginResult:
-    device: TOTPDevice | StaticDevice | None
+    user: User | None = None
+    device: Authenticator | RecoveryCodeSet | None = None
     locked_seconds: int = 0
+    # The account's own ceiling (wrong codes from many clients): its TOTP codes wait, recovery codes do not.
+    locked_for_everyone: bool = False
 
 
-def login_code_verify(*, user: User, code: str) -> LoginResult:
-    """Check a 6-digit TOTP code or a recovery code for a user.
+def login_code_verify(*, email: str, code: str, address: str) -> LoginResult:
+    """Check a 6-digit TOTP code or a recovery code typed for `email` from client `address`.
 
+    An unknown or unfinished account answers exactly like a wrong code, so the login form
+    tells nobody which addresses have accounts. Wrong codes count per account and client
+    (`accounts.throttling`) and, for TOTP codes, on the device from all clients together; a
+    valid recovery code passes both, since its 80 bits need no throttle.
     The device row is locked for the check, so two simultaneous submissions of one code
-    cannot both pass (django-otp records the accepted time step in `last_t`).
+    cannot both pass (`last_t` records the accepted time step).
     """
     code = code.strip().replace(" ", "")
-    if not code:
-        return LoginResult(device=None)
-    with transaction.atomic():
-        device = TOTPDevice.objects.select_for_update().filter(user=user, confirmed=True).first()
-        if device is None:
-            return LoginResult(device=None)
-        allowed, info = device.verify_is_allowed()
-        if not allowed:
-            locked_until = (info or {}).get("locked_until")
-            seconds = max(1, int((locked_until - clock.now()).total_seconds()) + 1) if locked_until else 1
-            return LoginResult(device=None, locked_seconds=seconds)
-        if code.isdigit() and len(code) == 6:
-            return LoginResult(device=device if device.verify_token(code) else None)
-        static = StaticDevice.objects.filter(user=user, confirmed=True).first()
-        if static is not None:
-            deleted, _ = StaticToken.objects.filter(device=static, token=code.lower()).delete()
-            if deleted:
-                logger.info("recovery code used user=%s", user.pk)
-                return LoginResult(device=static)
-        device.throttle_increment(commit=True)
-        return LoginResult(device=None)
+    user = User.objects.filter(email__iexact=email, is_active=True).first()
+    is_totp = code.isdigit() and len(code) == 6
+    if not is_totp and code and user is not None:
+        code_set = RecoveryCodeSet.objects.filter(user=user, confirmed=True).first()
+        if code_set is not None and code_set.verify_token(code):
+            logger.info("recovery code used user=%s", user.pk)
+            throttling.code_failures_clear(email=email, address=address)
+            return LoginResult(user=user, device=code_set)
+    locked = throttling.code_failures_lock(email=email, address=address)
+    if locked:
+        return LoginResult(locked_seconds=locked)
+    if is_totp and user is not None:
+        with transaction.atomic():
+            device = Authenticator.objects.select_for_update().filter(user=user, confirmed=True).first()
+            if device is not None:
+                allowed, info = device.verify_is_allowed()
+                if not allowed:
+                    return LoginResult(locked_seconds=info["retry_after"], locked_for_everyone=True)
+                if device.verify_token(code):
+                    throttling.code_failures_clear(email=email, address=address)
+                    return LoginResult(user=user, device=device)
+    throttling.code_failure_record(email=email, address=address)
+    return LoginResult()
 
 
 def recovery_codes_remaining(*, user: User) -> int:
-    return StaticToken.objects.filter(device__user=user, device__confirmed=True).count()
+    return RecoveryCode.objects.filter(code_set__user=user, code_set__confirmed=True).count()
 
 
 def recovery_codes_regenerate(*, user: User) -> list[str]:
     codes = [recovery_code_generate() for _ in range(settings.RECOVERY_CODE_COUNT)]
     with transaction.atomic():
-        static, _ = StaticDevice.objects.get_or_create(
-            user=user, defaults={"name": "Recovery codes", "confirmed": True}
-        )
-        static.token_set.all().delete()
-        StaticToken.objects.bulk_create(StaticToken(device=static, token=c) for c in codes)
+        _recovery_codes_store(user_id=user.pk, codes=codes)
     return codes
 
 

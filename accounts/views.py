@@ -1,26 +1,27 @@
-import time
-
 import segno
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth import login, logout
-from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 from django_otp import login as otp_login
-from django_otp.plugins.otp_static.models import StaticDevice
+
+from timonier import clock
+from timonier.secrets import DecryptionError, decrypt, encrypt
 
 from . import services
-from .auth import RECOVERY_CODES_SESSION_KEY, recovery_codes_pop, verified_login_required
+from .auth import recovery_codes_pop, recovery_codes_stash, verified_login_required
 from .forms import EmailForm, LoginCodeForm, SignupForm, TOTPCodeForm
-from .models import User
+from .models import RecoveryCodeSet
+from .throttling import client_address, rate_limit
 
-LOGIN_SESSION_KEY = "login_user_id"
+LOGIN_EMAIL_SESSION_KEY = "login_email"
 NEXT_SESSION_KEY = "login_next"
 SIGNUP_EMAIL_SESSION_KEY = "signup_email"
+SETUP_SESSION_PREFIX = "totp_setup:"
 VERIFICATION_MESSAGES = {
     "invalid": "This verification link is not valid. Check that you copied the whole link, or request a new one.",
     "expired": "This verification link has expired. Request a new one below.",
@@ -42,21 +43,17 @@ def _remember_next(request: HttpRequest) -> None:
         request.session[NEXT_SESSION_KEY] = nxt
 
 
+@rate_limit("signup")
 def signup(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated:
         return redirect("organizations:selector")
     _remember_next(request)
     form = SignupForm(request.POST or None, initial={"email": request.GET.get("email", "")})
     if request.method == "POST" and form.is_valid():
-        try:
-            services.user_signup(**form.cleaned_data)
-        except ValidationError as exc:
-            for field, errors in exc.message_dict.items():
-                for error in errors:
-                    form.add_error(field, error)
-        else:
-            request.session[SIGNUP_EMAIL_SESSION_KEY] = form.cleaned_data["email"]
-            return redirect("accounts:signup_sent")
+        # The same answer for a new address, a known one and one SIGNUP_MODE refuses: the email says which.
+        services.signup_request(**form.cleaned_data)
+        request.session[SIGNUP_EMAIL_SESSION_KEY] = form.cleaned_data["email"]
+        return redirect("accounts:signup_sent")
     return render(request, "accounts/signup.html", {"form": form})
 
 
@@ -64,40 +61,51 @@ def signup_sent(request: HttpRequest) -> HttpResponse:
     email = request.session.get(SIGNUP_EMAIL_SESSION_KEY)
     if not email:
         return redirect("accounts:signup")
-    return render(request, "accounts/signup_sent.html", {"email": email})
+    context = {"email": email, "invite_only": settings.SIGNUP_MODE == "invite"}
+    return render(request, "accounts/signup_sent.html", context)
 
 
+@rate_limit("resend")
 def verification_resend(request: HttpRequest) -> HttpResponse:
     form = EmailForm(request.POST or None, initial={"email": request.session.get(SIGNUP_EMAIL_SESSION_KEY, "")})
     if request.method == "POST" and form.is_valid():
         email = form.cleaned_data["email"]
-        user = User.objects.filter(email__iexact=email).first()
-        if user is None:
-            form.add_error("email", "No account uses this email. Sign up first.")
-        elif user.is_active:
-            form.add_error("email", "This account is already verified. Log in with your authenticator app.")
-        else:
-            try:
-                services.verification_send(user=user)
-            except ValidationError as exc:
-                form.add_error("email", exc.message_dict["email"][0])
-            else:
-                request.session[SIGNUP_EMAIL_SESSION_KEY] = email
-                messages.success(request, f"We sent a new verification link to {email}.")
-                return redirect("accounts:signup_sent")
+        services.verification_resend_request(email=email)
+        request.session[SIGNUP_EMAIL_SESSION_KEY] = email
+        messages.success(request, f"If {email} is waiting for verification, we sent it a new link.")
+        return redirect("accounts:signup_sent")
     return render(request, "accounts/verification_resend.html", {"form": form})
 
 
 def _setup_state(request: HttpRequest, verification_id: str) -> dict:
-    """The authenticator being set up through this link, kept only in this session."""
-    key = f"totp_setup:{verification_id}"
+    """The authenticator being set up through this link, kept only in this session.
+
+    The secret is kept encrypted and for TOTP_SETUP_MAX_AGE at most (then a new one is shown),
+    and setups of this session older than that are dropped, so an abandoned setup does not
+    leave a seed in the session store.
+    """
+    now = clock.now().timestamp()
+    for key in [k for k in request.session.keys() if k.startswith(SETUP_SESSION_PREFIX)]:
+        if now - request.session[key].get("started", 0) > settings.TOTP_SETUP_MAX_AGE:
+            del request.session[key]
+    key = SETUP_SESSION_PREFIX + verification_id
     state = request.session.get(key)
-    if state is None:
-        state = {"secret": services.totp_secret_generate(), "failures": 0, "locked_until": 0}
+    try:
+        secret = decrypt(state["secret"]) if state else None
+    except DecryptionError:  # encrypted under a key since dropped from ENCRYPTION_KEYS: start over
+        secret = None
+    if secret is None:
+        secret = services.totp_secret_generate()
+        state = {"secret": encrypt(secret), "started": now, "failures": 0, "locked_until": 0}
         request.session[key] = state
-    return state
+    return {**state, "secret": secret}
 
 
+def _setup_state_save(request: HttpRequest, verification_id: str, state: dict) -> None:
+    request.session[SETUP_SESSION_PREFIX + verification_id] = {**state, "secret": encrypt(state["secret"])}
+
+
+@rate_limit("login_code")
 def verify(request: HttpRequest, token: str) -> HttpResponse:
     try:
         verification = services.verification_check(token=token)
@@ -109,12 +117,13 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
             {"message": VERIFICATION_MESSAGES[exc.reason], "reason": exc.reason, "form": form},
             status=410 if exc.reason in ("expired", "used") else 400,
         )
-    session_key = f"totp_setup:{verification.pk}"
-    state = _setup_state(request, str(verification.pk))
+    verification_id = str(verification.pk)
+    state = _setup_state(request, verification_id)
     form = TOTPCodeForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        if state["locked_until"] > time.time():
-            wait = int(state["locked_until"] - time.time()) + 1
+        now = clock.now().timestamp()
+        if state["locked_until"] > now:
+            wait = int(state["locked_until"] - now) + 1
             form.add_error("code", f"Too many wrong codes. Try again in {wait} seconds.")
         else:
             try:
@@ -122,7 +131,7 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
                     verification=verification, secret_hex=state["secret"], code=form.cleaned_data["code"]
                 )
             except services.VerificationError:
-                request.session.pop(session_key, None)
+                request.session.pop(SETUP_SESSION_PREFIX + verification_id, None)
                 messages.error(request, VERIFICATION_MESSAGES["used"])
                 return redirect("accounts:login")
             if codes is None:
@@ -130,16 +139,16 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
                 if state["failures"] >= settings.TOTP_SETUP_MAX_FAILURES:
                     # Locked 30 s after the fifth wrong code, doubling with each further one.
                     lock = 30 * 2 ** (state["failures"] - settings.TOTP_SETUP_MAX_FAILURES)
-                    state["locked_until"] = time.time() + lock
-                request.session[session_key] = state
+                    state["locked_until"] = now + lock
+                _setup_state_save(request, verification_id, state)
                 form.add_error("code", "That code is not valid. Check the time on your phone and try the current code.")
             else:
-                request.session.pop(session_key, None)
+                request.session.pop(SETUP_SESSION_PREFIX + verification_id, None)
                 user = verification.user
                 user.refresh_from_db()
                 login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])
-                otp_login(request, user.totpdevice_set.get(confirmed=True))
-                request.session[RECOVERY_CODES_SESSION_KEY] = codes
+                otp_login(request, user.authenticator_set.get(confirmed=True))
+                recovery_codes_stash(request, codes)
                 return redirect(request.session.pop(NEXT_SESSION_KEY, None) or "organizations:selector")
     uri = services.totp_config_url(user=verification.user, secret_hex=state["secret"])
     context = {
@@ -149,48 +158,62 @@ def verify(request: HttpRequest, token: str) -> HttpResponse:
         "otpauth_uri": uri,
         "secret_b32": services.b32_secret(state["secret"]),
     }
-    return render(request, "accounts/verify.html", context)
+    response = render(request, "accounts/verify.html", context)
+    response["Cache-Control"] = "no-store"  # the page shows the secret: no copy in any cache
+    return response
 
 
+@rate_limit("login")
 def login_email(request: HttpRequest) -> HttpResponse:
     if request.user.is_authenticated and request.user.is_verified():
         return redirect("organizations:selector")
     _remember_next(request)
     form = EmailForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
-        user = User.objects.filter(email__iexact=form.cleaned_data["email"]).first()
-        if user is None:
-            form.add_error("email", "No account uses this email. Sign up first.")
-        elif not user.is_active:
-            form.add_error(
-                "email", "This account has not finished setup. Open the link in your verification email, or resend it."
-            )
-        else:
-            request.session[LOGIN_SESSION_KEY] = user.pk
-            return redirect("accounts:login_code")
+        # Every address goes on to the code page, with or without an account: no enumeration.
+        request.session[LOGIN_EMAIL_SESSION_KEY] = form.cleaned_data["email"]
+        return redirect("accounts:login_code")
     return render(request, "accounts/login.html", {"form": form})
 
 
+@rate_limit("login_code")
 def login_code(request: HttpRequest) -> HttpResponse:
-    user = User.objects.filter(pk=request.session.get(LOGIN_SESSION_KEY), is_active=True).first()
-    if user is None:
+    email = request.session.get(LOGIN_EMAIL_SESSION_KEY)
+    if not email:
         return redirect("accounts:login")
     form = LoginCodeForm(request.POST or None)
+    status = 200
     if request.method == "POST" and form.is_valid():
-        result = services.login_code_verify(user=user, code=form.cleaned_data["code"])
+        code, address = form.cleaned_data["code"], client_address(request)
+        result = services.login_code_verify(email=email, code=code, address=address)
         if result.locked_seconds:
-            form.add_error("code", f"Too many wrong codes. Try again in {result.locked_seconds} seconds.")
+            status = 429
+            if result.locked_for_everyone:
+                form.add_error(
+                    "code",
+                    "Too many wrong codes were entered for this account. Sign in with one of your recovery "
+                    f"codes, or try your authenticator again in {result.locked_seconds} seconds.",
+                )
+            else:
+                form.add_error(
+                    "code",
+                    f"Too many wrong codes. Try again in {result.locked_seconds} seconds, or enter a recovery code.",
+                )
         elif result.device is None:
             form.add_error("code", "That code is not valid, or it was already used. Wait for the next code.")
         else:
             nxt = request.session.pop(NEXT_SESSION_KEY, None)
-            login(request, user, backend=settings.AUTHENTICATION_BACKENDS[0])  # rotates the session key
+            request.session.pop(LOGIN_EMAIL_SESSION_KEY, None)
+            login(request, result.user, backend=settings.AUTHENTICATION_BACKENDS[0])  # rotates the session key
             otp_login(request, result.device)
-            if isinstance(result.device, StaticDevice):
-                remaining = services.recovery_codes_remaining(user=user)
+            if isinstance(result.device, RecoveryCodeSet):
+                remaining = services.recovery_codes_remaining(user=result.user)
                 messages.warning(request, f"You signed in with a recovery code. {remaining} recovery codes remain.")
             return redirect(nxt or "organizations:selector")
-    return render(request, "accounts/login_code.html", {"form": form, "email": user.email})
+    response = render(request, "accounts/login_code.html", {"form": form, "email": email}, status=status)
+    if status == 429:
+        response["Retry-After"] = str(result.locked_seconds)
+    return response
 
 
 @require_POST
@@ -202,7 +225,7 @@ def logout_view(request: HttpRequest) -> HttpResponse:
 @verified_login_required
 def account(request: HttpRequest) -> HttpResponse:
     if request.method == "POST" and request.POST.get("action") == "regenerate":
-        request.session[RECOVERY_CODES_SESSION_KEY] = services.recovery_codes_regenerate(user=request.user)
+        recovery_codes_stash(request, services.recovery_codes_regenerate(user=request.user))
         messages.success(request, "New recovery codes were generated; the old ones no longer work.")
         return redirect(reverse("accounts:account"))
     context = {

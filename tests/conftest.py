@@ -1,8 +1,8 @@
 import pytest
 from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
+from accounts.models import Authenticator
 from organizations.models import Role
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
@@ -15,7 +15,7 @@ def signed_in_client(user) -> Client:
     client = Client()
     client.force_login(user)
     session = client.session
-    session[DEVICE_ID_SESSION_KEY] = TOTPDevice.objects.get(user=user, confirmed=True).persistent_id
+    session[DEVICE_ID_SESSION_KEY] = Authenticator.objects.get(user=user, confirmed=True).persistent_id
     session.save()
     return client
 

@@ -1,12 +1,13 @@
 """Factories for the personas of the test suite: an owner, an admin, a member and an outsider."""
 
+import secrets
+
 import factory
 from django_otp.oath import TOTP
-from django_otp.plugins.otp_static.models import StaticDevice, StaticToken
-from django_otp.plugins.otp_totp.models import TOTPDevice
 
-from accounts.models import User
+from accounts.models import Authenticator, RecoveryCode, RecoveryCodeSet, User, recovery_code_hash
 from organizations.models import Membership, Organization, Project, Role
+from timonier import clock
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -26,9 +27,18 @@ class UserFactory(factory.django.DjangoModelFactory):
             return
         obj.set_unusable_password()
         obj.save()
-        TOTPDevice.objects.create(user=obj, name="Authenticator", confirmed=True, tolerance=1)
-        static = StaticDevice.objects.create(user=obj, name="Recovery codes", confirmed=True)
-        StaticToken.objects.bulk_create(StaticToken(device=static, token=f"rc{obj.pk:03d}-{i:05d}") for i in range(10))
+        authenticator = Authenticator(user=obj, name="Authenticator", confirmed=True, tolerance=1)
+        authenticator.key_hex = secrets.token_hex(20)
+        authenticator.save()
+        code_set = RecoveryCodeSet.objects.create(user=obj, name="Recovery codes", confirmed=True)
+        RecoveryCode.objects.bulk_create(
+            RecoveryCode(code_set=code_set, code_hash=recovery_code_hash(code)) for code in recovery_codes(obj)
+        )
+
+
+def recovery_codes(user: User) -> list[str]:
+    """The recovery codes UserFactory gave the user (stored hashed: this is how tests know them)."""
+    return [f"rc{user.pk:03d}-{i:05d}" for i in range(10)]
 
 
 class OrganizationFactory(factory.django.DjangoModelFactory):
@@ -58,15 +68,14 @@ class MembershipFactory(factory.django.DjangoModelFactory):
 
 
 def totp_code(user: User, *, offset_steps: int = 0) -> str:
-    """The code the user's authenticator shows now (or `offset_steps` steps away)."""
-    device = TOTPDevice.objects.get(user=user, confirmed=True)
+    """The code the user's authenticator shows now (timonier.clock), or `offset_steps` steps away."""
+    device = Authenticator.objects.get(user=user, confirmed=True)
     totp = TOTP(device.bin_key, device.step, device.t0, device.digits, 0)
-    totp.time = totp.time + offset_steps * device.step
+    totp.time = clock.now().timestamp() + offset_steps * device.step
     return f"{totp.token():06d}"
 
 
 def totp_code_for_secret(secret_hex: str, *, at: float | None = None) -> str:
     totp = TOTP(bytes.fromhex(secret_hex))
-    if at is not None:
-        totp.time = at
+    totp.time = clock.now().timestamp() if at is None else at
     return f"{totp.token():06d}"

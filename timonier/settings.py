@@ -21,6 +21,10 @@ VAR_DIR = Path(env.str("TIMONIER_VAR_DIR", default=str(BASE_DIR / "var")))
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     raise ImproperlyConfigured("SECRET_KEY is not set (see .env.example)")
+# Former SECRET_KEYs, newest first: links signed with them (verification, unsubscribe, click)
+# keep working after a rotation, until they expire; and secrets encrypted under a key derived
+# from them still open (timonier/secrets.py) until `manage.py rotate_encryption_keys`.
+SECRET_KEY_FALLBACKS = env.list("SECRET_KEY_FALLBACKS", default=[])
 # Fernet keys for secrets at rest, newest first (timonier/secrets.py); empty: derived from SECRET_KEY.
 ENCRYPTION_KEYS = env.list("ENCRYPTION_KEYS", default=[])
 
@@ -47,9 +51,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django.contrib.humanize",
-    "django_otp",
-    "django_otp.plugins.otp_totp",
-    "django_otp.plugins.otp_static",
+    "django_otp",  # its Device API; the devices are accounts.Authenticator and RecoveryCodeSet
     "accounts",
     "organizations",
     "cdp",
@@ -150,11 +152,39 @@ DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="Timonier <no-reply@l
 # Accounts.
 EMAIL_VERIFICATION_MAX_AGE = env.int("EMAIL_VERIFICATION_MAX_AGE", default=24 * 3600)
 INVITATION_MAX_AGE = env.int("INVITATION_MAX_AGE", default=7 * 24 * 3600)
+# open: anyone may sign up; invite: only invited addresses (and the first user of a fresh instance).
+SIGNUP_MODE = env.str("SIGNUP_MODE", default="open")
+if SIGNUP_MODE not in ("open", "invite"):
+    raise ImproperlyConfigured(f"SIGNUP_MODE must be open or invite, not {SIGNUP_MODE!r}")
 OTP_TOTP_ISSUER = "Timonier"
 OTP_TOTP_TOLERANCE = 1  # accept the previous and the next 30 s step: clock drift of a phone
-OTP_TOTP_THROTTLE_FACTOR = 1  # wrong codes lock for 1, 2, 4, 8 … seconds
 TOTP_SETUP_MAX_FAILURES = 5
+TOTP_SETUP_MAX_AGE = 30 * 60  # seconds a setup secret (shown, not yet confirmed) stays in the session
 RECOVERY_CODE_COUNT = 10
+# Wrong codes one client may type for one account per window (accounts/throttling.py), and the
+# much higher ceiling of one authenticator from all clients together (a brute force spread over
+# many addresses: 50 a day leave it ~1.5e-4 a day of guessing a 6-digit code with ±1 step).
+LOGIN_CODE_MAX_FAILURES = 5
+LOGIN_CODE_FAILURE_WINDOW = 15 * 60
+AUTHENTICATOR_MAX_FAILURES = 50
+AUTHENTICATOR_FAILURE_WINDOW = 24 * 3600
+
+
+def _rate(name: str, default: str) -> tuple[int, int]:
+    """A "COUNT/SECONDS" rate limit from the environment, as (count, seconds)."""
+    value = env.str(name, default=default)
+    count, _, seconds = value.partition("/")
+    if not (count.isdigit() and seconds.isdigit() and int(count) > 0 and int(seconds) > 0):
+        raise ImproperlyConfigured(f"{name} must look like COUNT/SECONDS (e.g. {default}), not {value!r}")
+    return int(count), int(seconds)
+
+
+# POSTs one client address may send per window to the login, code (login and setup), signup and
+# resend forms; over it 429 with Retry-After (accounts/throttling.py).
+RATE_LIMIT_LOGIN = _rate("RATE_LIMIT_LOGIN", "30/300")
+RATE_LIMIT_LOGIN_CODE = _rate("RATE_LIMIT_LOGIN_CODE", "30/300")
+RATE_LIMIT_SIGNUP = _rate("RATE_LIMIT_SIGNUP", "10/600")
+RATE_LIMIT_RESEND = _rate("RATE_LIMIT_RESEND", "10/600")
 
 # Celery. The broker defaults to kombu's filesystem transport: a real worker, no server.
 REDIS_URL = env.str("REDIS_URL", default="")
