@@ -32,8 +32,12 @@ PREVIEW_CUSTOMER_MATCHES = 10
 # The email preview and the designer load nothing from outside Timonier, whatever a design holds
 # (designer.js already switches off every third-party URL of GrapesJS and its MJML plugin; these
 # are the backstop). The designer's canvas iframe inherits its rules. Inline styles: GrapesJS and
-# MJML's HTML are full of them. The preview runs no script at all (and its iframe is sandboxed).
-PREVIEW_CSP = "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src 'self' data:"
+# MJML's HTML are full of them. The preview runs no script at all, and is a sandbox even opened on
+# its own (not only in the page's sandboxed iframe): no forms, no base URL to redirect its links.
+PREVIEW_CSP = (
+    "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; font-src 'self' data:; "
+    "sandbox; form-action 'none'; base-uri 'none'; frame-ancestors 'self'"
+)
 DESIGNER_CSP = (
     "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
     "font-src 'self' data:; script-src 'self'; connect-src 'self'"

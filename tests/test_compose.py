@@ -52,6 +52,15 @@ def test_mailpit_publishes_its_ui_and_smtp(services):
     assert {8025, 1025} <= published_ports(services["mailpit"])
 
 
+def test_mailpit_is_published_on_loopback_only(services):
+    """Its UI shows every email caught, verification links included: not for the café's network."""
+    entries = services["mailpit"]["ports"]
+    assert entries
+    for entry in entries:
+        host_ip = entry.get("host_ip") if isinstance(entry, dict) else str(entry).split(":")[0]
+        assert host_ip == "127.0.0.1", entry
+
+
 def test_backing_services_images(services):
     assert services["postgres"]["image"] == "postgres:15"
     assert services["redis"]["image"].split(":")[0] == "redis"

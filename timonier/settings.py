@@ -62,6 +62,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "timonier.csp.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,6 +76,9 @@ MIDDLEWARE = [
 if SERVICE == "api":
     # The API authenticates by key on every request: no sessions, CSRF or messages to pay for.
     MIDDLEWARE = ["django.middleware.security.SecurityMiddleware", "cdp.api.http.CorsMiddleware"]
+    # check --deploy's advice for pages in a browser: the API answers JSON to keys, never HTML to a
+    # session, so there is nothing to frame and no cookie for a cross-site request to ride on.
+    SILENCED_SYSTEM_CHECKS = ["security.W002", "security.W003"]
 
 TEMPLATES = [
     {
@@ -137,12 +141,30 @@ MEDIA_URL = "media/"
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = "Lax"
 CSRF_COOKIE_SAMESITE = "Lax"
-SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=PLATFORM_URL.startswith("https://"))
+# Behind a reverse proxy that terminates TLS (the README's production setup): trust its
+# X-Forwarded-Proto, redirect plain HTTP to HTTPS, tell browsers to use HTTPS only (HSTS) and keep
+# cookies off plain HTTP. `manage.py check --deploy` is clean with these (tests/test_deploy_defaults.py).
+BEHIND_PROXY = env.bool("BEHIND_PROXY", default=False)
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if BEHIND_PROXY else None
+SECURE_SSL_REDIRECT = BEHIND_PROXY
+SECURE_REDIRECT_EXEMPT = [r"^health$"]  # load balancers' health checks speak plain HTTP to the proxy's backend
+# Sent on HTTPS responses only; 0 turns HSTS off (try a few minutes first: browsers remember it).
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if BEHIND_PROXY else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+SECURE_HSTS_PRELOAD = True  # allows submitting the domain to browsers' preload list; sending it commits to nothing
+SESSION_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=BEHIND_PROXY or PLATFORM_URL.startswith("https://"))
 CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=14 * 24 * 3600)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
-SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env.bool("BEHIND_PROXY", default=False) else None
+# Every platform page (timonier/csp.py); a page with its own policy (the email designer and
+# preview) keeps it. No inline script anywhere: templates load their JavaScript from static/.
+# Style attributes stay allowed (the templates use a few; they cannot run script or load anything).
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self'; style-src 'self'; style-src-attr 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
 
 # Email: console by default so a developer reads the verification link in the `make run` output.
 EMAIL_CONFIG = env.email_url("EMAIL_URL", default="consolemail://")
