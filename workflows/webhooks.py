@@ -39,6 +39,7 @@ from urllib3 import BaseHTTPResponse
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError, NewConnectionError, SSLError
 from urllib3.exceptions import TimeoutError as Urllib3Timeout
+from urllib3.util.ssl_match_hostname import CertificateError as HostnameMismatch
 
 from timonier import clock
 
@@ -167,7 +168,7 @@ def webhook_send(
             return failed(f"could not connect to {target.address}: {_reason(exc)}", retryable=True)
         if isinstance(exc, TimeoutError | Urllib3Timeout):
             return failed(f"timed out after {total:g} s", retryable=True)
-        if isinstance(exc, ssl.SSLError | ssl.CertificateError | SSLError):
+        if isinstance(exc, ssl.SSLError | ssl.CertificateError | SSLError | HostnameMismatch):
             # A certificate that does not verify is a configuration to fix, not a moment to wait out.
             return failed(f"TLS: {_reason(exc)}", retryable=False)
         if isinstance(exc, OSError | HTTPException | HTTPError):

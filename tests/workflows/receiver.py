@@ -9,11 +9,13 @@ Replies are taken in order, one per request; when none is left, the default (200
 A reply's `delay` holds the answer back (a slow receiver); stopping the receiver ends every delay at
 once, so a test never waits for one. Bounded: at most `max_requests` requests are recorded and
 answered (later ones get 503), bodies over 1 MB are refused with 413, delays are capped at 30 s.
+`Receiver(tls=context)` serves HTTPS with the context's certificate and records the SNI names.
 
 `allowed_receiver(settings)` starts one and adds it to `settings.WEBHOOK_ALLOWED_HOSTS`, the
 operator setting that lets webhooks reach 127.0.0.1 (the SSRF check refuses loopback otherwise).
 """
 
+import ssl
 import threading
 import time
 from collections import deque
@@ -49,10 +51,12 @@ class ReceivedRequest:
 
 
 class Receiver:
-    def __init__(self, *, max_requests: int = 100, default: Reply | None = None):
+    def __init__(self, *, max_requests: int = 100, default: Reply | None = None, tls: ssl.SSLContext | None = None):
         self.max_requests = max_requests
         self.default = default or Reply()
+        self.tls = tls
         self.requests: list[ReceivedRequest] = []
+        self.server_names: list[str | None] = []  # the TLS server name (SNI) of each handshake
         self._replies: deque[Reply] = deque()
         self._cond = threading.Condition()
         self._stopping = threading.Event()
@@ -63,6 +67,9 @@ class Receiver:
     def __enter__(self) -> "Receiver":
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
+        if self.tls is not None:
+            self.tls.sni_callback = lambda sock, name, context: self.server_names.append(name)
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         return self
@@ -88,7 +95,7 @@ class Receiver:
         return f"{self.host}:{self.port}"
 
     def url(self, path: str = "/hook") -> str:
-        return f"http://{self.netloc}{path}"
+        return f"{'https' if self.tls else 'http'}://{self.netloc}{path}"
 
     # -- scripting and reading ---------------------------------------------------------------
     def reply(self, *replies: Reply) -> None:

@@ -3,11 +3,17 @@
 import json
 import random
 import socket
+import ssl
 import time
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from timonier import clock
@@ -310,3 +316,78 @@ def test_retry_delay_with_a_seeded_generator_is_reproducible():
 def test_max_attempts_follows_the_setting(settings):
     settings.WEBHOOK_MAX_ATTEMPTS = 3
     assert webhooks.MAX_ATTEMPTS == 3
+
+
+# -- https: the connection goes to the checked address, TLS verifies the name ------------------
+
+
+def _certificate_authority(tmp_path, name: str) -> tuple[Path, ssl.SSLContext]:
+    """A throwaway CA (its certificate written to a file) and a server context for `name` signed by it."""
+    now = datetime.now(UTC)
+
+    def certificate(subject: str, key, issuer: str, issuer_key, *, ca: bool):
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer)]))
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5))
+            .not_valid_after(now + timedelta(hours=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True
+            ).add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        else:
+            builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
+            builder = builder.add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_key.public_key()), critical=False
+            )
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_cert = certificate("Timonier test CA", ca_key, "Timonier test CA", ca_key, ca=True)
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    leaf = certificate(name, leaf_key, "Timonier test CA", ca_key, ca=False)
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    chain = tmp_path / "server.pem"
+    chain.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM)
+        + leaf_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return ca_file, context
+
+
+def _answering_127(host, port, *args, **kwargs):
+    return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port))]
+
+
+def test_https_connects_to_the_checked_address_and_verifies_the_hosts_certificate(tmp_path, settings, monkeypatch):
+    ca_file, server_context = _certificate_authority(tmp_path, "hooks.example.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))  # the client trusts the throwaway CA alone
+    settings.WEBHOOK_ALLOWED_HOSTS = ["hooks.example.test"]
+    with Receiver(tls=server_context) as receiver:
+        result = send(f"https://hooks.example.test:{receiver.port}/tls", resolver=_answering_127)
+        assert result.ok, result.error
+        [request] = receiver.wait_for(1)
+        assert receiver.server_names == ["hooks.example.test"]
+    assert request.headers["host"] == f"hooks.example.test:{receiver.port}"
+    Webhook(SECRET).verify(request.body, request.headers)
+
+
+def test_https_to_a_host_the_certificate_does_not_name_fails_without_sending(tmp_path, settings, monkeypatch):
+    ca_file, server_context = _certificate_authority(tmp_path, "hooks.example.test")
+    monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+    settings.WEBHOOK_ALLOWED_HOSTS = ["other.example.test"]
+    with Receiver(tls=server_context) as receiver:
+        result = send(f"https://other.example.test:{receiver.port}/tls", resolver=_answering_127)
+        assert receiver.requests == []
+    assert (result.status, result.retryable) == (None, False)
+    assert result.error.startswith("TLS: ") and "other.example.test" in result.error
