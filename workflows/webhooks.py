@@ -283,7 +283,7 @@ def _classify(response: BaseHTTPResponse, kept: bytes, *, started: float, now: d
         return result
     result.error = f"HTTP {status}" + (f" {_phrase(status)}" if _phrase(status) else "")
     if 300 <= status <= 399:
-        location = response.headers.get("Location", "")
+        location = response.headers.get("Location", "")[:200]
         result.error += " not followed: webhooks never follow redirects" + (f" (to {location})" if location else "")
     elif status == 429 or status >= 500:
         result.retryable = True
@@ -296,7 +296,7 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
+    if re.fullmatch(r"[0-9]{1,12}", value):  # str.isdigit would take "²", which float() refuses
         seconds = float(value)
     else:
         try:

@@ -231,6 +231,16 @@ def test_429_with_retry_after_as_an_http_date(webhook_receiver):
     assert result.retryable and 89 <= result.retry_after <= 90
 
 
+@pytest.mark.parametrize("value", ["soon", "²", "-5", "1.5", ""])
+def test_a_retry_after_that_is_not_seconds_or_a_date_is_ignored(value):
+    assert webhooks.parse_retry_after(value, now=clock.now()) is None
+
+
+def test_a_retry_after_date_in_the_past_means_now():
+    now = clock.now()
+    assert webhooks.parse_retry_after(format_datetime(now - timedelta(minutes=5), usegmt=True), now=now) == 0
+
+
 def test_503_retry_after_is_capped_at_an_hour(webhook_receiver):
     webhook_receiver.reply(Reply(503, headers={"Retry-After": "86400"}))
     assert send(webhook_receiver.url()).retry_after == 3600
