@@ -54,7 +54,9 @@ bench: venv
 	[ "$(BENCH_ONLY)" = ingest ] || PATH="$(BIN):$$PATH" $(BIN)/python bench/segments.py
 
 # The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
-# its licences into emails/static/emails/vendor/ and committed: running Timonier needs no npm.
+# its licences into emails/static/emails/vendor/, and the workflow builder (workflows/frontend/*.jsx
+# with React Flow, React and dagre) bundled by esbuild into workflows/static/workflows/ with the
+# licences of what it contains; both committed: running Timonier needs no npm.
 .PHONY: vendor
 vendor: $(NODE_STAMP)
 	$(PYTHON) scripts/vendor.py

@@ -4,21 +4,20 @@ from django.db.models import Prefetch, QuerySet
 
 from cdp.models import Customer
 from organizations.models import Project
+from workflows.selectors import templates_used_by
 
 from .models import Delivery, DeliveryClick, EmailTemplate, EmailTemplateVersion
 
 
 def templates_list(project: Project) -> list[EmailTemplate]:
-    """The project's templates by name, each with `used_by`: the workflows sending it.
-
-    Workflows do not exist yet, so `used_by` is always an empty list for now; the list page can
-    already show the column.
-    """
+    """The project's templates by name, each with `used_by`: the workflows (not archived) whose
+    draft or running version has an email step sending it."""
     templates = list(
         EmailTemplate.objects.filter(project=project).select_related("published_version").order_by("name", "pk")
     )
+    used_by = templates_used_by(project)
     for template in templates:
-        template.used_by = []
+        template.used_by = used_by.get(template.pk, [])
     return templates
 
 

@@ -1,4 +1,5 @@
-"""Copy the email designer's JavaScript from node_modules into emails/static/emails/vendor/.
+"""Copy the email designer's JavaScript from node_modules into emails/static/emails/vendor/, and
+build the workflow builder's bundle (React Flow, React, dagre) into workflows/static/workflows/.
 
 Run by `make vendor` after `npm ci`. The copies are committed (as Django admin vendors its
 JavaScript), so running Timonier needs neither npm nor the internet. Each package lands in
@@ -8,12 +9,17 @@ SHA-256. Standard library only.
 The one change made to a copy: the trailing `sourceMappingURL` comment is dropped, because the
 source maps are not vendored and Django's manifest storage would fail `collectstatic` on a
 reference to a missing file.
+
+The workflow builder is JSX (workflows/frontend/), so it is bundled with esbuild (pinned in
+package.json) into one IIFE script and its CSS; BUNDLED.txt beside them lists every npm package the
+bundle contains (read from esbuild's metafile, so it cannot drift) and `licences/` holds their licences.
 """
 
 import hashlib
 import json
 import re
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -79,12 +85,68 @@ def vendor(package: str, files: list[str], bundled: list[str]) -> Path:
     return directory
 
 
+BUILDER_ENTRY = ROOT / "workflows" / "frontend" / "builder.jsx"
+BUILDER_TARGET = ROOT / "workflows" / "static" / "workflows"
+# Packages that carry another package's code inside their own dist file (dagre bundles graphlib).
+PREBUNDLED = {"@dagrejs/dagre": ["@dagrejs/graphlib"]}
+PACKAGE_IN_PATH = re.compile(r"node_modules/((?:@[^/]+/)?[^/]+)/")
+
+
+def build_workflow_builder() -> Path:
+    """esbuild workflows/frontend/builder.jsx into builder.js + builder.css, with the licences."""
+    esbuild = NODE_MODULES / ".bin" / "esbuild"
+    installed, pinned = version("esbuild"), pinned_versions().get("esbuild")
+    if installed != pinned:
+        raise SystemExit(f"esbuild: package.json pins {pinned!r} but node_modules has {installed}; run npm ci")
+    metafile = BUILDER_TARGET / "builder.meta.json"
+    command = [
+        str(esbuild),
+        str(BUILDER_ENTRY),
+        "--bundle",
+        "--minify",
+        "--format=iife",
+        "--jsx=automatic",
+        "--target=es2020",
+        "--define:process.env.NODE_ENV=\"production\"",
+        # The licences travel as files in licences/ (below), not as comments in the bundle.
+        "--legal-comments=none",
+        f"--outfile={BUILDER_TARGET / 'builder.js'}",
+        f"--metafile={metafile}",
+    ]
+    subprocess.run(command, check=True, cwd=ROOT)
+    inputs = json.loads(metafile.read_text())["inputs"]
+    metafile.unlink()
+    packages = sorted({match.group(1) for name in inputs if (match := PACKAGE_IN_PATH.search(name))})
+    packages += sorted(inner for package in packages for inner in PREBUNDLED.get(package, []))
+    licences = BUILDER_TARGET / "licences"
+    if licences.exists():
+        shutil.rmtree(licences)
+    lines = [
+        "builder.js and builder.css: workflows/frontend/*.jsx bundled by scripts/vendor.py with esbuild "
+        f"{installed}; the npm packages inside (package-lock.json), with their licences in licences/:",
+        "",
+    ]
+    for package in packages:
+        for licence in LICENCE_NAMES:
+            source = NODE_MODULES / package / licence
+            if source.exists():
+                name = f"{package.replace('/', '__')}-{version(package)}.{licence}"
+                digest = copy(source, licences / name)
+                lines.append(f"{package} {version(package)}  licences/{name}  sha256 {digest}")
+                break
+        else:
+            raise SystemExit(f"{package}: no licence file found")
+    (BUILDER_TARGET / "BUNDLED.txt").write_text("\n".join(lines) + "\n")
+    return BUILDER_TARGET / "builder.js"
+
+
 def main() -> int:
     if not NODE_MODULES.is_dir():
         print("node_modules/ is missing: run `npm ci` first", file=sys.stderr)
         return 1
     for package, (files, bundled) in PACKAGES.items():
         print(f"Vendored {vendor(package, files, bundled).relative_to(ROOT)}")
+    print(f"Built {build_workflow_builder().relative_to(ROOT)}")
     return 0
 
 

@@ -9,4 +9,5 @@ urlpatterns = [
     path("", include("emails.urls")),
     path("", include("emails.urls_tracking")),
     path("", include("segments.urls")),
+    path("", include("workflows.urls")),
 ]

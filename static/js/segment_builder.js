@@ -4,10 +4,11 @@
 // as pretty JSON, and switching JSON → Visual parses it. A condition the builder cannot show
 // exactly (not JSON, an unknown key, a value it has no control for) stays on JSON with a message,
 // so nothing typed is ever dropped. Without JavaScript the form is the plain textarea.
+//
+// `TimonierConditionBuilder.mount(container, config)` mounts the same builder on any element holding
+// that markup (the workflow builder's step panels do), so one builder serves segments and workflows.
 (() => {
-  const form = document.querySelector("[data-segment-form]");
-  if (!form) return;
-  const config = JSON.parse(document.getElementById("segment-builder-config").textContent);
+function mount(form, config) {
   const textarea = form.querySelector("[data-condition-json]");
   const builder = form.querySelector("[data-builder]");
   const message = form.querySelector("[data-builder-message]");
@@ -465,6 +466,7 @@
   // --- Preview ---------------------------------------------------------------------------------
 
   const preview = form.querySelector("[data-preview]");
+  if (!preview) return;
   const previewResult = preview.querySelector("[data-preview-result]");
   const previewErrors = preview.querySelector("[data-preview-errors]");
   preview.hidden = false;
@@ -496,4 +498,9 @@
     if (previewResult.textContent) previewResult.textContent = "";
     previewErrors.hidden = true;
   });
+}
+
+window.TimonierConditionBuilder = { mount };
+const segmentForm = document.querySelector("[data-segment-form]");
+if (segmentForm) mount(segmentForm, JSON.parse(document.getElementById("segment-builder-config").textContent));
 })();
