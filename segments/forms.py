@@ -4,6 +4,8 @@ import json
 
 from django import forms
 
+from .conditions.grammar import MAX_DEPTH
+
 
 class SegmentForm(forms.Form):
     # Not required here: the services check it with the condition, so every error shows at once.
@@ -28,6 +30,8 @@ def parse_condition(text: str):
         raise forms.ValidationError(
             f"$: not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}", code="json"
         ) from None
+    except RecursionError:  # json nests its parser a level per bracket: Python's stack is the limit
+        raise forms.ValidationError(f"$: conditions nest deeper than {MAX_DEPTH} levels", code="depth") from None
 
 
 # The order keys are shown in: the grammar's, since PostgreSQL's jsonb keeps them in its own.

@@ -215,7 +215,10 @@ def _update(
         # Locks are taken in id order (no deadlock with another computation); the work is then
         # done in dependency order.
         locked = list(
-            Segment.objects.filter(project_id=project_id, pk__in=list(scopes)).select_for_update().order_by("pk")
+            Segment.objects.filter(project_id=project_id, pk__in=list(scopes))
+            .exclude(status=Segment.Status.FAILED)  # left out of live updates until its condition changes
+            .select_for_update()
+            .order_by("pk")
         )
         all_changes: dict[int, Changes] = {}
         for segment in dependency_order(locked):

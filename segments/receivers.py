@@ -6,9 +6,10 @@ from django.dispatch import receiver
 
 from cdp.signals import customers_changed, customers_removing
 
-from .membership import membership_apply_changes, memberships_end
+from . import services
+from .membership import dependency_order, membership_apply_changes, membership_update, memberships_end
 from .models import Segment
-from .tasks import segment_build_task
+from .tasks import build_error
 
 logger = logging.getLogger(__name__)
 
@@ -19,10 +20,23 @@ def update_memberships(sender, *, project_id: int, changes: dict, recheck_all=fr
     try:
         membership_apply_changes(project_id, changes, set(recheck_all))
     except Exception:
-        # The batch is stored; membership catches up by rebuilding the project's segments.
-        logger.exception("project %s: incremental segment update failed; rebuilding its segments", project_id)
-        for segment_id in Segment.objects.filter(project_id=project_id).values_list("pk", flat=True):
-            segment_build_task.delay(segment_id)
+        # The batch is stored. One segment whose SQL fails must not hold back the others, nor
+        # make every batch rebuild the project: each segment is tried alone, and those that
+        # still fail are marked failed (and left out of live updates until they change).
+        logger.exception("project %s: incremental segment update failed; retrying segment by segment", project_id)
+        _update_each_segment(project_id, set(changes) | set(recheck_all))
+
+
+def _update_each_segment(project_id: int, customer_ids: set[int]) -> None:
+    """Readers before the segments they read: an update also computes the segments reading it, so
+    a failing reader must be marked failed (and so skipped) before its good source is tried."""
+    segments = Segment.objects.filter(project_id=project_id).exclude(status=Segment.Status.FAILED)
+    for segment in reversed(dependency_order(list(segments))):
+        try:
+            membership_update(project_id, sorted(customer_ids), segment_ids=[segment.pk])
+        except Exception as exc:
+            logger.exception("segment %s: incremental update failed", segment.pk)
+            services.segment_build_failed(segment_id=segment.pk, condition=segment.condition, error=build_error(exc))
 
 
 @receiver(customers_removing, dispatch_uid="segments.end_memberships")

@@ -12,11 +12,14 @@ from django.db import transaction
 from organizations.models import Project
 from timonier import clock
 
+# The module, not its task: tasks call back into these services (a build that fails).
+from . import tasks
 from .conditions import referenced_segments, validate
 from .models import Segment
-from .tasks import segment_build_task
 
 logger = logging.getLogger(__name__)
+
+BUILD_ERROR_MAX = 2_000
 
 
 def segment_create(*, project: Project, name: str, description: str = "", condition: dict) -> Segment:
@@ -43,7 +46,8 @@ def segment_update(
     rebuild = condition is not None and condition != changed.condition
     if rebuild:
         changed.condition = condition
-        changed.status = Segment.Status.BUILDING
+        changed.status = Segment.Status.BUILDING  # a failed segment too: its new condition gets its chance
+        changed.build_error = ""
     _check(changed)
     changed.updated_at = clock.now()
     with transaction.atomic():
@@ -69,12 +73,26 @@ def segment_delete(*, segment: Segment) -> None:
         segment.delete()
 
 
+def segment_build_failed(*, segment_id: int, condition, error: str) -> bool:
+    """Mark the segment failed with `error`, unless its condition changed since `condition` failed
+    (the new one has its own build coming). A failed segment is left out of live updates until
+    its condition changes; the hourly reconcile still tries it, so a passing cause (a database
+    restart) heals. Returns whether it was marked."""
+    with transaction.atomic():
+        segment = Segment.objects.select_for_update().filter(pk=segment_id).first()
+        if segment is None or segment.condition != condition:
+            return False
+        Segment.objects.filter(pk=segment_id).update(status=Segment.Status.FAILED, build_error=error[:BUILD_ERROR_MAX])
+    logger.warning("segment %s: build failed: %s", segment_id, error[:BUILD_ERROR_MAX])
+    return True
+
+
 def _build_on_commit(segment: Segment) -> None:
     segment_id = segment.pk
 
     def send():
         try:
-            segment_build_task.delay(segment_id)
+            tasks.segment_build_task.delay(segment_id)
         except Exception:  # the broker is down: the periodic refresh builds what stays `building`
             logger.exception("segment %s: could not queue its build", segment_id)
 

@@ -10,7 +10,8 @@ from django.core.cache import cache
 
 from timonier import clock
 
-from .conditions import uses_relative_window
+from . import services
+from .conditions import InvalidCondition, uses_relative_window
 from .membership import membership_rebuild
 from .models import MembershipChange, Segment
 
@@ -23,8 +24,20 @@ def segment_build_task(segment_id: int) -> None:
     segment = Segment.objects.filter(pk=segment_id).first()
     if segment is None:  # deleted meanwhile
         return
-    entries, exits = membership_rebuild(segment, cause=MembershipChange.Cause.BUILD)
+    try:
+        entries, exits = membership_rebuild(segment, cause=MembershipChange.Cause.BUILD)
+    except Exception as exc:  # marked failed with why, and shown on its page; not retried blindly
+        logger.exception("segment %s: build failed", segment_id)
+        services.segment_build_failed(segment_id=segment_id, condition=segment.condition, error=build_error(exc))
+        return
     logger.info("segment %s built: %s entries, %s exits", segment_id, entries, exits)
+
+
+def build_error(exc: Exception) -> str:
+    """What a segment's page says about the build that raised `exc`."""
+    if isinstance(exc, InvalidCondition):  # stored before the limits of this version
+        return f"The condition is not valid: {exc}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 @shared_task(ignore_result=True)
@@ -39,7 +52,8 @@ def segments_refresh_windows_task() -> None:
             stale = clock.now() - timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS)
             _rebuild(
                 (segment, MembershipChange.Cause.BUILD if stuck else MembershipChange.Cause.REFRESH)
-                for segment in Segment.objects.order_by("pk")
+                # Failed segments wait for a new condition (or the hourly reconcile's try).
+                for segment in Segment.objects.exclude(status=Segment.Status.FAILED).order_by("pk")
                 if (stuck := segment.status == Segment.Status.BUILDING and segment.updated_at < stale)
                 or uses_relative_window(segment.condition)
             )
@@ -48,7 +62,8 @@ def segments_refresh_windows_task() -> None:
 @shared_task(ignore_result=True)
 def segments_reconcile_task() -> None:
     """Rebuild every segment: repairs what an incremental update missed (a worker killed between
-    a batch's commit and its membership update)."""
+    a batch's commit and its membership update). Failed segments are tried too: one that builds
+    is ready again (its failure had a passing cause), one that fails again stays failed."""
     with _alone("segments:reconcile") as first:
         if first:
             _rebuild((segment, MembershipChange.Cause.RECONCILE) for segment in Segment.objects.order_by("pk"))
@@ -71,5 +86,6 @@ def _rebuild(segments_and_causes) -> None:
     for segment, cause in segments_and_causes:
         try:
             membership_rebuild(segment, now=now, cause=cause)
-        except Exception:  # one broken segment must not stop the others
+        except Exception as exc:  # one broken segment must not stop the others
             logger.exception("segment %s: rebuild failed", segment.pk)
+            services.segment_build_failed(segment_id=segment.pk, condition=segment.condition, error=build_error(exc))

@@ -32,6 +32,15 @@ import re
 from datetime import UTC, datetime, timedelta
 
 MAX_DEPTH = 10
+# Size bounds, so one stored condition cannot make its SQL fail or crawl (a 40,000-value `in`, a
+# 3^9-leaf tree). Each compiles to SQL on PostgreSQL and SQLite alike: SQLite parses an `in` list
+# as a chain of ORs, refused past a depth of 1,000 ("Expression tree is too large"), and takes at
+# most 32,766 parameters per query, so lists stay well under both.
+MAX_NODES = 200  # condition objects and `where` filters, all levels together
+MAX_LIST_ITEMS = 500  # values of one `in` / `not_in` list
+MAX_LIST_VALUES = 2_000  # values of all the lists of one condition
+MAX_STRING = 1_000  # characters of a string value
+MAX_NAME = 255  # characters of a trait, property or event name
 
 VALUE_OPERATORS = (
     "equals",

@@ -9,6 +9,11 @@ from .grammar import (
     LIST_OPERATORS,
     MAX_DEPTH,
     MAX_INTEGER,
+    MAX_LIST_ITEMS,
+    MAX_LIST_VALUES,
+    MAX_NAME,
+    MAX_NODES,
+    MAX_STRING,
     MAX_WINDOW,
     OPERATORS,
     ORDERING_OPERATORS,
@@ -33,7 +38,13 @@ class InvalidCondition(ValueError):
 
 def validate(condition) -> list[str]:
     """Every problem of the condition as `path: message`; an empty list means it is valid."""
+    nodes, list_values = _size(condition)
+    if nodes > MAX_NODES:
+        # Alone: the thousands of problems a condition this big may also have would say less.
+        return [f"$: has more than {MAX_NODES} conditions (with where filters); combine smaller segments instead"]
     errors: list[str] = []
+    if list_values > MAX_LIST_VALUES:
+        errors.append(f"$: has {list_values} list values in all; at most {MAX_LIST_VALUES}")
     _check_condition(condition, "", 1, errors)
     return errors
 
@@ -42,6 +53,29 @@ def ensure_valid(condition) -> None:
     errors = validate(condition)
     if errors:
         raise InvalidCondition(errors)
+
+
+def _size(condition) -> tuple[int, int]:
+    """(condition objects and `where` filters, values of `in`/`not_in` lists), counted without
+    recursion and given up past MAX_NODES, so a condition of any size or depth costs little."""
+    nodes = list_values = 0
+    pending = [condition]
+    while pending and nodes <= MAX_NODES:
+        node = pending.pop()
+        if not isinstance(node, dict):
+            continue
+        nodes += 1
+        if node.get("op") in LIST_OPERATORS and isinstance(node.get("value"), list):
+            list_values += len(node["value"])
+        for key in ("conditions", "where"):
+            if isinstance(node.get(key), list):
+                pending.extend(node[key])
+        pending.append(node.get("condition"))
+    return nodes, list_values
+
+
+def _too_long(value) -> bool:
+    return isinstance(value, str) and len(value) > MAX_STRING
 
 
 def _join(path: str, key: str) -> str:
@@ -127,6 +161,8 @@ def _check_name(node: dict, key: str, path: str, errors: list[str]) -> None:
     name = node[key]
     if not isinstance(name, str) or not name:
         errors.append(f"{where}: must be a non-empty string")
+    elif len(name) > MAX_NAME:
+        errors.append(f"{where}: exceeds maximum length of {MAX_NAME} characters")
     elif any(not step for step in name.split(".")):
         errors.append(f"{where}: has an empty step in {_quote(name)}")
     elif '"' in name or "\\" in name:
@@ -155,10 +191,19 @@ def _check_operator(node: dict, path: str, errors: list[str]) -> None:
         if not isinstance(value, list):
             errors.append(f'{value_path}: must be a list with operator "{op}"')
             return
+        if len(value) > MAX_LIST_ITEMS:
+            errors.append(f"{value_path}: has {len(value)} values; at most {MAX_LIST_ITEMS}")
+            return
         for index, item in enumerate(value):
             if not is_scalar(item):
                 errors.append(f"{value_path}[{index}]: must be a string, a number or a boolean")
-    elif op in ORDERING_OPERATORS:
+            elif _too_long(item):
+                errors.append(f"{value_path}[{index}]: exceeds maximum length of {MAX_STRING} characters")
+        return
+    if _too_long(value):
+        errors.append(f"{value_path}: exceeds maximum length of {MAX_STRING} characters")
+        return
+    if op in ORDERING_OPERATORS:
         if not (is_number(value) and is_scalar(value)) and not is_date(value):
             errors.append(
                 f'{value_path}: must be a number or a date (YYYY-MM-DD or YYYY-MM-DDTHH:MM:SSZ) with operator "{op}"'
