@@ -3,8 +3,10 @@ and the batch processor), and the engine driven step by step (trigger processing
 
 from datetime import UTC, datetime
 
+from django.test import TestCase
+
 from cdp.inbox import commands_enqueue
-from cdp.messages import normalize
+from cdp.messages import erasure_message, normalize
 from cdp.models import Customer
 from cdp.processing import commands_process
 from emails.models import Delivery
@@ -19,11 +21,17 @@ T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
 
 def ingest(project, *calls: dict) -> None:
+    """Calls through the inbox and the processor, with what runs after the batch's commit (live
+    segment membership, run re-checks) run too, as in the worker."""
     now = clock.now()
-    messages = [normalize(call, received_at=now) for call in calls]
-    commands_enqueue(project_id=project.pk, messages=messages, received_at=now)
-    while commands_process(project_id=project.pk).commands:
-        pass
+    messages = [
+        erasure_message(call["customer_id"], at=now) if call["type"] == "delete" else normalize(call, received_at=now)
+        for call in calls
+    ]
+    with TestCase.captureOnCommitCallbacks(execute=True):
+        commands_enqueue(project_id=project.pk, messages=messages, received_at=now)
+        while commands_process(project_id=project.pk).commands:
+            pass
 
 
 def identify(project, customer_id: str, **traits) -> Customer:
@@ -46,7 +54,8 @@ def run_engine(project, *, rounds: int = 20) -> None:
 
 
 def published_template(project, name="Purchase Thank You", **settings):
-    return make_template(project, name=name, publish=True, **settings)
+    # From the default address (always an allowed sending domain).
+    return make_template(project, name=name, publish=True, **{"from_email": "", "reply_to": "", **settings})
 
 
 def definition(trigger: dict, steps: list[dict], edges: list[tuple], *, frequency=None, **extra) -> dict:
