@@ -1,17 +1,29 @@
-"""Per-key rate limiting: a token bucket in Redis, or in this process when there is no Redis.
+"""Rate limits of the API, in Redis, or in this process when there is no Redis.
 
-Each API key has a bucket of `burst` tokens refilled at `rate` per second; a request takes one.
-Without Redis (`make run`), each API process keeps its own buckets. If Redis fails, requests are
-let through and the failure is logged: the limit protects the service, it must not take it down.
+Per key: each API key has a bucket of `burst` tokens refilled at `rate` per second; a request
+takes one.
+
+Per client address, on bad keys: an address that sent `limit` requests with a missing, unknown or
+revoked key in the current minute is refused until the minute ends, before its key is looked up,
+so guessing keys costs a flood nothing but 429s (and the database no queries). A fixed window,
+counted by INCR: at most twice the limit across a window's edge, which is plenty against guessing
+238-bit keys and needs one round trip. Requests with a good key pay no round trip for it: a process
+checks an address only once it has itself seen a bad key from it this minute, so across N
+processes a flood gets at most N failures past the limit.
+
+Without Redis (`make run`), each API process keeps its own counts. If Redis fails, requests are
+let through and the failure is logged: the limits protect the service, they must not take it down.
 """
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 
 import redis
 
+from timonier import clock
 from timonier.redis_client import get_redis
 
 logger = logging.getLogger(__name__)
@@ -84,3 +96,83 @@ def take(key: str, *, rate: float, burst: float) -> Decision:
     if int(allowed):
         return Decision(True)
     return Decision(False, max(1, int(float(wait) + 0.999)))
+
+
+BAD_KEY_WINDOW_SECONDS = 60
+_BAD_KEY_PREFIX = "badkeys:"
+_MAX_LOCAL_ADDRESSES = 100_000  # a flood from many addresses must not grow the memory without bound
+
+
+class _LocalCounts:
+    """Bad-key counts per address of the current window: the store without Redis, and with Redis
+    the memo of the addresses this process saw fail (only those are checked in Redis)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts: dict[str, tuple[int, int]] = {}  # address -> (window, count)
+
+    def count(self, address: str, window: int) -> int:
+        found = self._counts.get(address)
+        return found[1] if found is not None and found[0] == window else 0
+
+    def add(self, address: str, window: int) -> None:
+        with self._lock:
+            if len(self._counts) > _MAX_LOCAL_ADDRESSES:
+                self._counts = {a: c for a, c in self._counts.items() if c[0] == window}
+                if len(self._counts) > _MAX_LOCAL_ADDRESSES:
+                    self._counts.clear()
+            self._counts[address] = (window, self.count(address, window) + 1)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._counts.clear()
+
+
+_bad_keys = _LocalCounts()
+
+
+def _window() -> tuple[int, int]:
+    """The current window's number and the seconds until it ends (clock.now(), so tests move it)."""
+    now = clock.now().timestamp()
+    window = int(now // BAD_KEY_WINDOW_SECONDS)
+    return window, max(1, math.ceil((window + 1) * BAD_KEY_WINDOW_SECONDS - now))
+
+
+def bad_keys_check(address: str, *, limit: int) -> Decision:
+    """Whether `address` may still try a key: refused once it sent `limit` bad keys this minute."""
+    window, retry_after = _window()
+    seen_here = _bad_keys.count(address, window)
+    client = get_redis()
+    if client is None or not seen_here:
+        count = seen_here
+    else:
+        try:
+            count = int(client.get(f"{_BAD_KEY_PREFIX}{window}:{address}") or 0)
+        except redis.RedisError:
+            logger.warning("rate limiter unavailable; letting the request through", exc_info=True)
+            return Decision(True)
+    return Decision(True) if count < limit else Decision(False, retry_after)
+
+
+def bad_key_record(address: str) -> None:
+    """Count a request from `address` with a missing, unknown or revoked key."""
+    window, _ = _window()
+    _bad_keys.add(address, window)
+    client = get_redis()
+    if client is None:
+        return
+    key = f"{_BAD_KEY_PREFIX}{window}:{address}"
+    try:
+        client.pipeline().incr(key).expire(key, BAD_KEY_WINDOW_SECONDS * 2).execute()
+    except redis.RedisError:
+        logger.warning("rate limiter unavailable; a bad key went uncounted", exc_info=True)
+
+
+def bad_keys_reset() -> None:
+    """Forget every address's bad keys (an operator unblocking an address at once; tests)."""
+    _bad_keys.clear()
+    client = get_redis()
+    if client is not None:
+        keys = list(client.scan_iter(match=f"{_BAD_KEY_PREFIX}*", count=1000))
+        if keys:
+            client.delete(*keys)

@@ -8,6 +8,10 @@ counter in Redis (the shared cache without Redis) that every creation and revoca
 A request reads the counter (one GET) and trusts its memory only if the generation is the same,
 so a revoked key is refused by every process from the next request on, without a database query
 per request. `last_used_at` is written at most once a minute per key.
+
+A key has a scope (`ApiKey.Scope`): a *write* key is public (analytics.js puts it in page source)
+and can only send calls; a *secret* key can do everything a write key can, and also read
+customers and events, erase, and manage segments and workflows.
 """
 
 import hashlib
@@ -61,20 +65,34 @@ def generation_bump() -> None:
         cache.incr(GENERATION_KEY)
 
 
-def api_key_create(*, project: Project, name: str, created_by=None) -> tuple[ApiKey, str]:
+def api_key_create(
+    *, project: Project, name: str, scope: str = ApiKey.Scope.SECRET, created_by=None
+) -> tuple[ApiKey, str]:
     """Create a key and return it with the raw key, which is never stored nor shown again."""
+    if scope not in ApiKey.Scope.values:
+        raise ValueError(f"scope: must be one of {', '.join(ApiKey.Scope.values)}, not {scope!r}")
     for _ in range(5):
         raw = KEY_PREFIX + "".join(secrets.choice(SECRET_ALPHABET) for _ in range(40))
         try:
             with transaction.atomic():
                 key = ApiKey.objects.create(
-                    project=project, name=name, prefix=raw[:PREFIX_LENGTH], key_hash=_hash(raw), created_by=created_by
+                    project=project,
+                    name=name,
+                    scope=scope,
+                    prefix=raw[:PREFIX_LENGTH],
+                    key_hash=_hash(raw),
+                    created_by=created_by,
                 )
             generation_bump()
             return key, raw
         except IntegrityError:  # prefix collision: 62**8 makes this rare; draw again
             continue
     raise RuntimeError("could not draw a unique API key prefix")
+
+
+def api_key_allows(api_key: ApiKey, scope: str) -> bool:
+    """Whether the key may call an endpoint that needs `scope`: a secret key may call them all."""
+    return scope == ApiKey.Scope.WRITE or api_key.scope == ApiKey.Scope.SECRET
 
 
 def api_key_revoke(*, api_key: ApiKey) -> None:

@@ -1,6 +1,6 @@
 from django import forms
 
-from .models import Organization, Project, Role, slug_validator
+from .models import ApiKey, Organization, Project, Role, slug_validator
 
 
 class OrganizationForm(forms.Form):
@@ -51,7 +51,34 @@ class ProjectSettingsForm(forms.Form):
 
 
 class ApiKeyForm(forms.Form):
+    # One sentence for each kind of key, shown under its choice.
+    SCOPE_HELP = {
+        ApiKey.Scope.SECRET: (
+            "A secret key can send calls and also read customers and events, erase customers, and manage "
+            "segments and workflows: keep it on your servers."
+        ),
+        ApiKey.Scope.WRITE: (
+            "A write key is public (analytics.js puts it in your web pages' source) and can only send calls."
+        ),
+    }
+
     name = forms.CharField(label="Key Name", max_length=100, help_text="For example Backend Server.")
+    # Not required: a form posted without it (a script, an older page) gets the default, as
+    # `create_api_key` without --scope does.
+    scope = forms.ChoiceField(
+        label="Key type",
+        choices=[(ApiKey.Scope.SECRET, "Secret key"), (ApiKey.Scope.WRITE, "Write key")],
+        initial=ApiKey.Scope.SECRET,
+        required=False,
+        widget=forms.RadioSelect,
+    )
+
+    def clean_scope(self) -> str:
+        return self.cleaned_data["scope"] or ApiKey.Scope.SECRET
+
+    def scope_choices(self) -> list[tuple]:
+        """The radio buttons of `scope`, each with its sentence."""
+        return [(radio, self.SCOPE_HELP[radio.data["value"]]) for radio in self["scope"]]
 
 
 class InvitationForm(forms.Form):

@@ -1,3 +1,5 @@
+import json
+
 from django.conf import settings
 from django.contrib import messages
 from django.core.exceptions import PermissionDenied, ValidationError
@@ -9,13 +11,18 @@ from django.views.decorators.http import require_POST
 from accounts.auth import recovery_codes_pop, verified_login_required
 from cdp import dashboard as cdp_dashboard
 from timonier import clock
+from timonier import secrets as timonier_secrets
 
 from . import api_keys, selectors, services
 from .forms import ApiKeyForm, InvitationForm, OrganizationForm, ProjectForm, ProjectSettingsForm
 from .models import Membership, Role
 from .scoping import organization_view, project_view
 
-API_KEY_ONCE_SESSION_KEY = "api_key_once"
+# The raw key of a new API key travels from the form's POST to the page that shows it once in a
+# short-lived cookie, encrypted, and never in the session: a session row is stored (and backed up)
+# for weeks, and would keep the key if its page were never opened.
+API_KEY_ONCE_COOKIE = "api_key_once"
+API_KEY_ONCE_SECONDS = 300
 
 
 def _apply_errors(form, exc: ValidationError) -> None:
@@ -90,11 +97,39 @@ def api_key_new(request: HttpRequest) -> HttpResponse:
     form = ApiKeyForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         key, raw = api_keys.api_key_create(
-            project=request.project, name=form.cleaned_data["name"], created_by=request.user
+            project=request.project,
+            name=form.cleaned_data["name"],
+            scope=form.cleaned_data["scope"],
+            created_by=request.user,
         )
-        request.session[API_KEY_ONCE_SESSION_KEY] = {"id": key.pk, "raw": raw}
-        return redirect("organizations:api_key_created", request.organization.slug, request.project.slug, key.pk)
+        created_url = reverse(
+            "organizations:api_key_created", args=[request.organization.slug, request.project.slug, key.pk]
+        )
+        until = clock.now().timestamp() + API_KEY_ONCE_SECONDS
+        once = {"id": key.pk, "user": str(request.user.pk), "raw": raw, "until": until}
+        response = redirect(created_url)
+        response.set_cookie(
+            API_KEY_ONCE_COOKIE,
+            timonier_secrets.encrypt(json.dumps(once)),
+            max_age=API_KEY_ONCE_SECONDS,
+            path=created_url,
+            secure=settings.SESSION_COOKIE_SECURE,
+            httponly=True,
+            samesite="Lax",
+        )
+        return response
     return render(request, "organizations/api_key_new.html", {"form": form})
+
+
+def _api_key_once(request: HttpRequest, key) -> str | None:
+    """The raw key the cookie of `api_key_new` carries for this key and user, if it has not expired."""
+    try:
+        once = json.loads(timonier_secrets.decrypt(request.COOKIES.get(API_KEY_ONCE_COOKIE, "")))
+    except (timonier_secrets.DecryptionError, ValueError):
+        return None
+    if (once.get("id"), once.get("user")) != (key.pk, str(request.user.pk)):
+        return None
+    return once.get("raw") if once.get("until", 0) >= clock.now().timestamp() else None
 
 
 @project_view(min_role=Role.ADMIN)
@@ -102,13 +137,17 @@ def api_key_created(request: HttpRequest, pk: int) -> HttpResponse:
     key = selectors.api_key_get(project=request.project, pk=pk)
     if key is None:
         raise Http404
-    once = request.session.pop(API_KEY_ONCE_SESSION_KEY, None)
-    if not once or once["id"] != key.pk:
+    raw = _api_key_once(request, key)
+    if raw is None:
         messages.info(
             request, "An API key is shown only once, right after it is created. Create a new key if you lost it."
         )
-        return redirect("organizations:api_keys", request.organization.slug, request.project.slug)
-    return render(request, "organizations/api_key_created.html", {"api_key": key, "raw_key": once["raw"]})
+        response = redirect("organizations:api_keys", request.organization.slug, request.project.slug)
+    else:
+        response = render(request, "organizations/api_key_created.html", {"api_key": key, "raw_key": raw})
+        response["Cache-Control"] = "no-store"  # nor kept by the browser's cache
+    response.delete_cookie(API_KEY_ONCE_COOKIE, path=request.path, samesite="Lax")
+    return response
 
 
 @require_POST

@@ -3,6 +3,7 @@ from django.test import Client
 from django_otp import DEVICE_ID_SESSION_KEY
 
 from accounts.models import Authenticator
+from cdp import ratelimit
 from organizations.models import Role
 
 from .factories import MembershipFactory, ProjectFactory, UserFactory
@@ -43,6 +44,13 @@ def _static_without_manifest(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@pytest.fixture(autouse=True)
+def _fresh_bad_key_allowance():
+    """Every test client sends from 127.0.0.1: each test starts with the address's whole allowance
+    of bad API keys (cdp/ratelimit.py), whatever the tests before it sent."""
+    ratelimit.bad_keys_reset()
 
 
 @pytest.fixture

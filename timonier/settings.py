@@ -230,6 +230,9 @@ CACHES = {
 # seconds of that rate a burst may use at once.
 API_RATE_LIMIT = env.int("API_RATE_LIMIT", default=3000)
 API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
+# Requests with a missing, unknown or revoked key one client address may send per minute before
+# it gets 429 (cdp/ratelimit.py); the address as accounts/throttling.py's client_address reads it.
+API_BAD_KEY_LIMIT = env.int("API_BAD_KEY_LIMIT", default=20)
 
 # Segments: how often segments with a relative time window are re-evaluated (customers age out
 # of "purchased in the last 7 days"), and how often every segment is rebuilt from scratch.

@@ -3,6 +3,7 @@
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from organizations.models import ApiKey
 from timonier import clock
 
 from .. import selectors
@@ -55,7 +56,11 @@ def _limit(request: HttpRequest) -> int:
     return int(raw)
 
 
-def read_view(methods: tuple[str, ...]):
+def read_view(methods: tuple[str, ...], *, scope: str = ApiKey.Scope.SECRET):
+    """A read or management endpoint: `methods` only, a key of `scope` (secret unless said
+    otherwise, so every new endpoint on it is closed to public write keys), the key's rate limit
+    and the error shape. No CORS (see `CorsMiddleware`). The handler gets the key's project."""
+
     def decorator(handler):
         @csrf_exempt
         def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -65,7 +70,7 @@ def read_view(methods: tuple[str, ...]):
                 return response
             try:
                 reject_nul(request)
-                api_key = authenticate(request)
+                api_key = authenticate(request, scope=scope)
                 rate_limit(api_key)
                 return handler(request, api_key.project, *args, **kwargs)
             except ApiError as exc:

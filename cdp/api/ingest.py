@@ -12,13 +12,14 @@ from django.db import DatabaseError
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
-from organizations.api_keys import api_key_authenticate
+from accounts.throttling import client_address  # the one reading of BEHIND_PROXY's X-Forwarded-For
+from organizations.api_keys import api_key_allows, api_key_authenticate
 from organizations.models import ApiKey
 from timonier import clock
 
 from .. import inbox, ratelimit
 from ..messages import MessageError, normalize, normalize_batch
-from .http import ApiError, credentials, error_response, json_response, read_json_body
+from .http import ApiError, credentials, error_response, json_response, read_json_body, sends_calls
 
 SINGLE_BODY_LIMIT = 100 * 1024
 BATCH_BODY_LIMIT = 500 * 1024
@@ -26,16 +27,32 @@ BATCH_MAX_ITEMS = 10_000
 DATABASE_RETRY_AFTER = 5
 
 
-def authenticate(request: HttpRequest, body=None) -> ApiKey:
+def authenticate(request: HttpRequest, body=None, *, scope: str = ApiKey.Scope.WRITE) -> ApiKey:
+    """The request's key if it may call an endpoint needing `scope` (write: any key may).
+
+    An address that sent too many bad keys is refused before its key is even looked up."""
+    address = client_address(request)
+    allowance = ratelimit.bad_keys_check(address, limit=settings.API_BAD_KEY_LIMIT)
+    if not allowance.allowed:
+        raise ApiError(
+            429,
+            f"authorization: too many requests with a missing or invalid API key from {address}; "
+            f"retry in {allowance.retry_after} seconds",
+            retry_after=allowance.retry_after,
+        )
     key = credentials(request, body)
     if not key:
+        ratelimit.bad_key_record(address)
         raise ApiError(401, "missing API key: send Authorization: Bearer <key>")
     try:
         api_key = api_key_authenticate(key)
     except DatabaseError:
         raise ApiError(503, "the key store is unavailable; retry later", retry_after=DATABASE_RETRY_AFTER) from None
     if api_key is None:
+        ratelimit.bad_key_record(address)
         raise ApiError(401, "invalid or revoked API key")
+    if not api_key_allows(api_key, scope):
+        raise ApiError(403, "authorization: this endpoint needs a secret key; a write key can only send calls")
     return api_key
 
 
@@ -65,7 +82,7 @@ def authenticated_body(request: HttpRequest, *, limit: int):
 
 
 def api_view(handler: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
-    """Turn ApiError into the documented error shape; only POST is allowed."""
+    """Turn ApiError into the documented error shape; only POST is allowed, from any origin (CORS)."""
 
     @csrf_exempt
     def view(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -79,7 +96,7 @@ def api_view(handler: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRe
             return error_response(exc.status, exc.message, retry_after=exc.retry_after)
 
     view.__name__ = handler.__name__
-    return view
+    return sends_calls(view, "POST")
 
 
 def single_call(kind: str) -> Callable[[HttpRequest], HttpResponse]:

@@ -10,12 +10,13 @@ from datetime import UTC, datetime
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.csrf import csrf_exempt
 
+from organizations.models import ApiKey
 from timonier import clock
 
 from .. import selectors
 from ..messages import MessageError, normalize
 from ..models import Customer
-from .http import ApiError, error_response, json_response, read_json_body, reject_nul
+from .http import ApiError, error_response, json_response, read_json_body, reject_nul, sends_calls
 from .ingest import SINGLE_BODY_LIMIT, authenticate, enqueue, rate_limit
 
 NAMED_FIELDS = ("name", "email", "plan", "monthly_payment_amount", "location", "phone_number", "organisation_id")
@@ -56,6 +57,8 @@ def _customer_json(customer: Customer) -> dict:
 
 
 def traitly_view(handler):
+    """GET reads (a secret key); POST sends (any key, from any origin: CORS)."""
+
     @csrf_exempt
     def view(request: HttpRequest) -> HttpResponse:
         if request.method not in ("GET", "POST"):
@@ -64,14 +67,15 @@ def traitly_view(handler):
             return response
         try:
             reject_nul(request)
-            api_key = authenticate(request)
+            scope = ApiKey.Scope.SECRET if request.method == "GET" else ApiKey.Scope.WRITE
+            api_key = authenticate(request, scope=scope)
             rate_limit(api_key)
             return handler(request, api_key.project)
         except ApiError as exc:
             return error_response(exc.status, exc.message, retry_after=exc.retry_after)
 
     view.__name__ = handler.__name__
-    return view
+    return sends_calls(view, "POST")
 
 
 @traitly_view

@@ -3,7 +3,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from organizations.api_keys import api_key_create
-from organizations.models import Organization, Project, slug_validator
+from organizations.models import ApiKey, Organization, Project, slug_validator
 
 
 class Command(BaseCommand):
@@ -16,8 +16,14 @@ class Command(BaseCommand):
         parser.add_argument("--org", required=True, help="organization slug")
         parser.add_argument("--project", required=True, help="project slug")
         parser.add_argument("--name", required=True, help="key name, for example 'Backend Server'")
+        parser.add_argument(
+            "--scope",
+            choices=ApiKey.Scope.values,
+            default=ApiKey.Scope.SECRET,
+            help="secret (default): every endpoint; write: public, can only send calls (analytics.js)",
+        )
 
-    def handle(self, *args, org: str, project: str, name: str, **options):
+    def handle(self, *args, org: str, project: str, name: str, scope: str, **options):
         for label, slug in (("--org", org), ("--project", project)):
             try:
                 slug_validator(slug)
@@ -32,6 +38,6 @@ class Command(BaseCommand):
             self.stderr.write(f"created organization {org}")
         if project_created:
             self.stderr.write(f"created project {org}/{project}")
-        key, raw = api_key_create(project=proj, name=name)
-        self.stderr.write(f"created API key {key.name} ({key.prefix}…) for {org}/{project}")
+        key, raw = api_key_create(project=proj, name=name, scope=scope)
+        self.stderr.write(f"created {key.get_scope_display().lower()} {key.name} ({key.prefix}…) for {org}/{project}")
         self.stdout.write(raw)
