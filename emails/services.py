@@ -10,7 +10,7 @@ from cdp.models import Customer
 from organizations.models import Project
 from timonier import clock
 
-from . import personalisation, tracking
+from . import personalisation, sender_policy, tracking
 from .compiling import MjmlError, compile_mjml, html_to_text
 from .models import CONTENT_FIELDS, UTM_FIELDS, Delivery, EmailTemplate, EmailTemplateVersion
 from .rendering import RenderedEmail, RenderError, render_preview
@@ -87,6 +87,10 @@ def template_update_settings(
                 validate_email(values[name])
             except ValidationError:
                 errors.setdefault(name, []).append("Enter a valid email address.")
+    if "from_email" not in errors and (
+        problem := sender_policy.from_address_problem(project=template.project, address=values["from_email"])
+    ):
+        errors["from_email"] = [problem]
     for name in ("subject", "preheader"):
         if name not in errors and (problem := personalisation.check(values[name], html=False)):
             errors.setdefault(name, []).append(f"Liquid error on {problem}")
@@ -135,6 +139,9 @@ def template_save_design(*, template: EmailTemplate, design: dict, mjml: str) ->
 
 def _publish_problems(template: EmailTemplate) -> dict[str, list[str]]:
     errors: dict[str, list[str]] = {}
+    # The project's sending domains may have changed since the From address was saved.
+    if problem := sender_policy.from_address_problem(project=template.project, address=template.from_email):
+        errors["from_email"] = [problem]
     if not template.subject.strip():
         errors["subject"] = ["A subject is required to publish."]
     for name in ("subject", "preheader"):
@@ -199,7 +206,14 @@ def send_test(
         raise ValidationError({"to_email": ["Enter a valid email address."]}) from None
     if customer is not None and customer.project_id != template.project_id:
         raise ValidationError({"customer": ["No such customer in this project."]})
+    if problem := sender_policy.recipient_problem(project=template.project, address=to_email):
+        raise ValidationError({"to_email": [problem]})
+    if problem := sender_policy.from_address_problem(project=template.project, address=template.from_email):
+        raise ValidationError({"from_email": [problem]})
     render_email(source=template, customer=customer)  # report errors now, not as a failed delivery
+    # Counted last: a refused send does not use up the sender's allowance.
+    if user is not None and (problem := sender_policy.take_test_send(user=user)):
+        raise ValidationError({"to_email": [problem]})
     delivery = Delivery.objects.create(
         project_id=template.project_id,
         template=template,

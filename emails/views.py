@@ -224,7 +224,8 @@ def template_send_test(request: HttpRequest, pk: int) -> HttpResponse:
         try:
             services.send_test(template=template, to_email=to_email, user=request.user, customer=customer)
         except ValidationError as exc:
-            for field, errors in getattr(exc, "error_dict", {"to_email": exc.error_list}).items():
+            by_field = exc.error_dict if hasattr(exc, "error_dict") else {"to_email": exc.error_list}
+            for field, errors in by_field.items():
                 for message in ValidationError(errors).messages:
                     form.add_error(
                         "to_email", message if field == "to_email" else f"{FIELD_LABELS.get(field, field)}: {message}"

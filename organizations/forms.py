@@ -1,6 +1,11 @@
+import re
+import zoneinfo
+
 from django import forms
 
 from .models import ApiKey, Organization, Project, Role, slug_validator
+
+TIME_ZONES = sorted(zoneinfo.available_timezones())
 
 
 class OrganizationForm(forms.Form):
@@ -48,6 +53,42 @@ class ProjectSettingsForm(forms.Form):
         max_value=1_000_000,
         help_text="Requests per second each API key of this project may send. Empty: the server's default.",
     )
+    # Neither is required: a form posted without them (a script, an older page) leaves them as they are.
+    timezone = forms.ChoiceField(
+        label="Time zone",
+        choices=[(name, name) for name in TIME_ZONES],
+        initial="UTC",
+        required=False,
+        help_text="Workflow delays such as “until 9:00” use it for customers without a timezone trait.",
+    )
+    sending_domains = forms.CharField(
+        label="Sending domains",
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "placeholder": "mail.example.com"}),
+        help_text=(
+            "Domains this project's email templates may send from, one per line or comma-separated "
+            "(besides the server's own sender domain). Set up SPF and DKIM for them with your SMTP relay."
+        ),
+    )
+
+    @classmethod
+    def for_project(cls, project: Project, data=None) -> "ProjectSettingsForm":
+        initial = {
+            "name": project.name,
+            "ingest_rate_limit": project.ingest_rate_limit,
+            "timezone": project.timezone,
+            "sending_domains": "\n".join(project.sending_domains),
+        }
+        return cls(data=data, initial=initial)
+
+    def clean_timezone(self) -> str | None:
+        return self.cleaned_data["timezone"] or None
+
+    def clean_sending_domains(self) -> list[str] | None:
+        """The domains as a list; the service checks each one (its errors come back under this field)."""
+        if "sending_domains" not in self.data:
+            return None
+        return [domain for domain in re.split(r"[\s,]+", self.cleaned_data["sending_domains"]) if domain]
 
 
 class ApiKeyForm(forms.Form):

@@ -3,11 +3,13 @@
 import hashlib
 import logging
 import secrets
+import zoneinfo
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.mail import send_mail
+from django.core.validators import DomainNameValidator
 from django.db import IntegrityError, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -39,10 +41,62 @@ def project_create(*, organization: Organization, name: str, slug: str) -> Proje
         raise ValidationError({"slug": "This organization already has a project with this slug."}) from exc
 
 
-def project_update(*, project: Project, name: str, ingest_rate_limit: int | None) -> Project:
+MAX_SENDING_DOMAINS = 50
+_domain_validator = DomainNameValidator()
+
+
+def sending_domains_clean(domains: list[str]) -> list[str]:
+    """Lower-cased, each once, in the order given; ValidationError naming every invalid one."""
+    cleaned, invalid = [], []
+    for domain in domains:
+        domain = domain.strip().rstrip(".").lower()
+        if not domain:
+            continue
+        try:
+            _domain_validator(domain)
+        except ValidationError:
+            invalid.append(domain)
+            continue
+        if domain not in cleaned:
+            cleaned.append(domain)
+    if invalid:
+        raise ValidationError(
+            [f"“{domain}” is not a domain name (for example mail.example.com)." for domain in invalid]
+        )
+    if len(cleaned) > MAX_SENDING_DOMAINS:
+        raise ValidationError(f"At most {MAX_SENDING_DOMAINS} domains.")
+    return cleaned
+
+
+def project_update(
+    *,
+    project: Project,
+    name: str,
+    ingest_rate_limit: int | None,
+    timezone: str | None = None,
+    sending_domains: list[str] | None = None,
+) -> Project:
+    """Validate, then save every field or none (errors keyed by field). None leaves a field as it is."""
+    errors: dict[str, list[str]] = {}
+    if timezone is not None and timezone not in zoneinfo.available_timezones():
+        errors["timezone"] = [f"“{timezone}” is not a time zone name (for example Europe/Paris)."]
+    if sending_domains is not None:
+        try:
+            sending_domains = sending_domains_clean(sending_domains)
+        except ValidationError as exc:
+            errors["sending_domains"] = exc.messages
+    if errors:
+        raise ValidationError(errors)
     project.name = name
     project.ingest_rate_limit = ingest_rate_limit
-    project.save(update_fields=["name", "ingest_rate_limit"])
+    fields = ["name", "ingest_rate_limit"]
+    if timezone is not None:
+        project.timezone = timezone
+        fields.append("timezone")
+    if sending_domains is not None:
+        project.sending_domains = sending_domains
+        fields.append("sending_domains")
+    project.save(update_fields=fields)
     generation_bump()  # API processes remember keys with their project: let them reload it
     return project
 

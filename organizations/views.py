@@ -10,6 +10,7 @@ from django.views.decorators.http import require_POST
 
 from accounts.auth import recovery_codes_pop, verified_login_required
 from cdp import dashboard as cdp_dashboard
+from emails import sender_policy
 from timonier import clock
 from timonier import secrets as timonier_secrets
 
@@ -164,22 +165,24 @@ def api_key_revoke(request: HttpRequest, pk: int) -> HttpResponse:
 @project_view()
 def project_settings(request: HttpRequest) -> HttpResponse:
     can_edit = request.membership.has_role(Role.ADMIN)
-    form = ProjectSettingsForm(
-        request.POST or None,
-        initial={"name": request.project.name, "ingest_rate_limit": request.project.ingest_rate_limit},
-    )
+    form = ProjectSettingsForm.for_project(request.project, data=request.POST or None)
     if request.method == "POST":
         if not can_edit:
             raise PermissionDenied
         if form.is_valid():
-            services.project_update(project=request.project, **form.cleaned_data)
-            messages.success(request, "Project settings saved.")
-            return redirect("organizations:project_settings", request.organization.slug, request.project.slug)
+            try:
+                services.project_update(project=request.project, **form.cleaned_data)
+            except ValidationError as exc:
+                _apply_errors(form, exc)
+            else:
+                messages.success(request, "Project settings saved.")
+                return redirect("organizations:project_settings", request.organization.slug, request.project.slug)
     context = {
         "form": form,
         "can_edit": can_edit,
         "api_url": settings.API_URL,
         "default_rate_limit": settings.API_RATE_LIMIT,
+        "default_sender_domain": sender_policy.default_sender_domain(),
     }
     return render(request, "organizations/project_settings.html", context)
 

@@ -5,7 +5,7 @@ from cdp.messages import normalize
 from cdp.models import Customer
 from cdp.processing import commands_process
 from emails.services import template_create, template_publish, template_save_design, template_update_settings
-from tests.factories import ProjectFactory, UserFactory
+from tests.factories import MembershipFactory, ProjectFactory, UserFactory
 from tests.smtp import smtp_server  # noqa: F401 (the real SMTP server fixture)
 from timonier import clock
 
@@ -53,6 +53,11 @@ def process(project) -> None:
 
 def make_template(project, *, name="Purchase Thank You", mjml=MJML, publish=False, **settings):
     user = UserFactory()
+    from_email = {**SETTINGS, **settings}["from_email"]
+    if from_email and (domain := from_email.rpartition("@")[2].lower()) not in project.sending_domains:
+        # Declared in the project's Settings, as a From address on another domain is refused.
+        project.sending_domains = [*project.sending_domains, domain]
+        project.save(update_fields=["sending_domains"])
     template = template_create(project=project, name=name, user=user)
     template_update_settings(template=template, **{**SETTINGS, **settings})
     assert template_save_design(template=template, design={"pages": []}, mjml=mjml) == []
@@ -60,6 +65,11 @@ def make_template(project, *, name="Purchase Thank You", mjml=MJML, publish=Fals
         template_publish(template=template, user=user)
     template.refresh_from_db()
     return template
+
+
+def teammate(project, email: str):
+    """A member of the project's organization with this address: test sends go only to members."""
+    return MembershipFactory(organization=project.organization, user=UserFactory(email=email.lower())).user
 
 
 @pytest.fixture

@@ -14,13 +14,14 @@ from emails.services import deliver, send_test
 from emails.tasks import deliver_task
 from tests.factories import ProjectFactory
 
-from .conftest import identify, make_template
+from .conftest import identify, make_template, teammate
 
 
 def test_a_test_send_arrives_with_html_text_pixel_tracked_links_and_unsubscribe_headers(
     project, smtp_server, platform_url, django_capture_on_commit_callbacks
 ):
     template = make_template(project)
+    teammate(project, "tester@example.com")
     with django_capture_on_commit_callbacks() as callbacks:
         delivery = send_test(template=template, to_email="Tester@Example.com", user=None)
     assert len(callbacks) == 1  # deliver_task is enqueued after the commit
@@ -140,6 +141,7 @@ def test_the_sweep_sends_a_delivery_whose_task_was_lost(project, smtp_server, pl
     from timonier import clock
 
     template = make_template(project)
+    teammate(project, "lost@example.com")
     delivery = send_test(template=template, to_email="lost@example.com", user=None)  # its task never runs
     assert deliveries_sweep_task() == 0  # just queued: its task may still come
 

@@ -219,12 +219,12 @@ def test_send_test_queues_a_test_delivery(personas):
     template = make_template(personas.project)
 
     response = personas.client("member").post(
-        url(personas.project, f"email-templates/{template.pk}/send-test"), {"to_email": "me@example.com"}
+        url(personas.project, f"email-templates/{template.pk}/send-test"), {"to_email": personas.member.email}
     )
 
     assert response.status_code == 302
     delivery = Delivery.objects.get(template=template)
-    assert (delivery.to_email, delivery.kind, delivery.template_version) == ("me@example.com", "test", None)
+    assert (delivery.to_email, delivery.kind, delivery.template_version) == (personas.member.email, "test", None)
 
 
 def test_send_test_to_a_bad_address_shows_the_error_under_it(personas):

@@ -8,7 +8,7 @@ from emails import tracking
 from emails.models import Delivery, DeliveryClick, Unsubscription
 from emails.services import deliver, send_test
 
-from .conftest import identify, make_template, process
+from .conftest import identify, make_template, process, teammate
 
 
 @pytest.fixture
@@ -129,6 +129,7 @@ def test_a_delivery_queued_before_the_unsubscription_is_not_sent(sent, project, 
 def test_unsubscribing_from_a_test_send_records_the_address_only(project, platform_url):
     template = make_template(project)
     customer = identify(project, "ada", {"email": "ada@example.com"})
+    teammate(project, "teammate@example.com")
     delivery = send_test(template=template, to_email="teammate@example.com", user=None, customer=customer)
     tracking.unsubscribe_record(delivery=delivery)
     unsubscription = Unsubscription.objects.get()
