@@ -267,7 +267,7 @@ function Builder({ config }) {
     change(result.definition);
     setPanelDirty(false);
     setSelected(result.step.id);
-    window.requestAnimationFrame(() => flow.fitView({ padding: 0.2, duration: 200 }));
+    window.requestAnimationFrame(() => flow.fitView({ padding: 0.2, maxZoom: 1, duration: 200 }));
   };
 
   const onNodesChange = (changes) => {
@@ -387,7 +387,7 @@ function Builder({ config }) {
               onConnect={onConnect}
               onNodeClick={(_event, node) => selectNode(node.id)}
               fitView
-              fitViewOptions={{ padding: 0.2 }}
+              fitViewOptions={{ padding: 0.2, maxZoom: 1 }}
               minZoom={0.2}
               maxZoom={2}
             >
