@@ -39,7 +39,7 @@ BATCH = 200
 MAX_STEPS_PER_PASS = 50  # a run going further in one pass yields (validation requires a wait per loop)
 WAIT = object()  # a handler's answer: the run waits (its wake_at is set)
 # How long past a webhook attempt's start its worker is presumed dead (the request times out before).
-WEBHOOK_GRACE = timedelta(seconds=60)
+WEBHOOK_GRACE = timedelta(seconds=15)
 RUN_FIELDS = (
     "status",
     "current_step",
