@@ -138,9 +138,14 @@ def _advance(batch: Pass, run: Run, customer: Customer) -> None:
             _end(batch, run, Run.Status.FAILED, "error", error=f"step {run.current_step!r} is not in this version")
             return
         entering = open_step is None
+        # Before each step, and when a waiting run wakes (its data changed, or its time came).
+        if _checks_end_run(batch, run, customer, definition):
+            if open_step is not None:
+                _close(open_step, "left: the run ended", now)
+                if open_step.pk is not None and open_step not in batch.changed_steps:
+                    batch.changed_steps.append(open_step)
+            return
         if entering:
-            if _checks_end_run(batch, run, customer, definition):
-                return
             run.seq += 1
             open_step = RunStep(run=run, seq=run.seq, step_id=step["id"], step_type=step["type"], entered_at=now)
             batch.new_steps.append(open_step)

@@ -301,11 +301,13 @@ def test_the_exit_condition_ends_a_waiting_run_when_the_data_changes(project, tr
     )
     workflow = start(project, flow)
     travel.advance(hours=5)
-    track(project, "u1", "purchase")
-    travel.advance(days=2)
+    track(project, "u1", "purchase")  # its batch's after-commit re-check wakes the run now
     run_engine(project)
     (run,) = runs_of(workflow)
-    assert (run.status, run.exit_reason) == (Run.Status.EXITED, "exit_condition")
+    assert (run.status, run.exit_reason, run.ended_at) == (Run.Status.EXITED, "exit_condition", clock.now())
+    assert outcomes(run) == [("wait", "left: the run ended")]
+    travel.advance(days=2)
+    run_engine(project)
     assert deliveries_to("u1@example.com") == []
 
 
