@@ -30,9 +30,10 @@ def client_address(request: HttpRequest) -> str:
     """The client a request counts against; an IPv6 client counts as its /64,
     the block one host usually gets, so it cannot step around a limit address by address."""
     address = request.META.get("REMOTE_ADDR") or "unknown"
-    if settings.SECURE_PROXY_SSL_HEADER:  # BEHIND_PROXY: the client is the address the proxy appended
+    if settings.BEHIND_PROXY:
+        # The proxy appends the peer it saw: the last entry. Earlier ones are the client's own claims.
         forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "").rsplit(",", 1)[-1].strip()
-        address = forwarded or address
+        address = forwarded[:64] or address  # an address is at most 45 characters
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:

@@ -394,6 +394,13 @@ def test_behind_a_proxy_clients_are_told_apart_by_the_address_the_proxy_appended
     assert spoofed.post("/login", {"email": "a@example.com"}, secure=True).status_code == 429
 
 
+def test_ipv6_clients_of_one_64_block_share_a_limit(settings):
+    settings.RATE_LIMIT_LOGIN = (1, 60)
+    assert _client("2001:db8:1:2::1").post("/login", {"email": "a@example.com"}).status_code == 302
+    assert _client("2001:db8:1:2::ffff").post("/login", {"email": "a@example.com"}).status_code == 429
+    assert _client("2001:db8:1:3::1").post("/login", {"email": "a@example.com"}).status_code == 302
+
+
 # --- SIGNUP_MODE=invite --------------------------------------------------------------------------
 
 
