@@ -205,25 +205,37 @@ def _attach_attempts(run: Run) -> None:
 
 
 def runs_needing_attention(project: Project, *, now: datetime, limit: int = 200) -> list[Run]:
-    """Runs a person should look at, oldest problem first: those the executor flagged
-    (`attention`: an interrupted send, a webhook that failed for good), those with an interrupted
-    or failed webhook attempt, and those in progress and not held but past their wake time."""
+    """Runs in progress a person should act on (retry, skip step, end run), oldest problem first:
+    those the executor flagged (`attention`: an interrupted send or webhook request), those whose
+    current webhook step has a failed or interrupted attempt, and those not held but past their
+    wake time (`run.late`)."""
     failed_attempt = WebhookAttempt.objects.filter(
         run=OuterRef("pk"),
         seq=OuterRef("seq"),
         status__in=[WebhookAttempt.Status.INTERRUPTED, WebhookAttempt.Status.FAILED],
     )
-    late = Q(status__in=Run.IN_PROGRESS, held=False, wake_at__lt=now - LATE_AFTER)
-    stuck_webhook = Q(status__in=Run.IN_PROGRESS) & Q(Exists(failed_attempt))
-    runs = (
-        _with_history(Run.objects.filter(project=project))
-        .filter(~Q(attention="") | late | stuck_webhook)
+    late = Q(held=False, wake_at__lt=now - LATE_AFTER)
+    runs = list(
+        _with_history(Run.objects.filter(project=project, status__in=Run.IN_PROGRESS))
+        .filter(~Q(attention="") | late | Q(Exists(failed_attempt)))
         .order_by("wake_at", "pk")[:limit]
     )
-    runs = list(runs)
     for run in runs:
         _attach_attempts(run)
-        run.late = run.in_progress and not run.held and run.wake_at is not None and run.wake_at < now - LATE_AFTER
+        run.late = not run.held and run.wake_at is not None and run.wake_at < now - LATE_AFTER
+    return runs
+
+
+def runs_failed_recently(project: Project, *, now: datetime, days: int = 7, limit: int = 100) -> list[Run]:
+    """Runs that ended failed in the last `days` days (a webhook without a failure path that
+    failed for good, …), newest first: nothing is left to act on, but a person should know."""
+    runs = list(
+        _with_history(
+            Run.objects.filter(project=project, status=Run.Status.FAILED, ended_at__gte=now - timedelta(days=days))
+        ).order_by("-ended_at", "-pk")[:limit]
+    )
+    for run in runs:
+        _attach_attempts(run)
     return runs
 
 

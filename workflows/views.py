@@ -335,8 +335,12 @@ def workflow_delete(request: HttpRequest, pk: int) -> HttpResponse:
 @project_view()
 @require_GET
 def runs_attention(request: HttpRequest) -> HttpResponse:
-    runs = selectors.runs_needing_attention(request.project, now=clock.now())
-    return render(request, "workflows/runs_attention.html", {"runs": runs})
+    now = clock.now()
+    context = {
+        "runs": selectors.runs_needing_attention(request.project, now=now),
+        "failed_runs": selectors.runs_failed_recently(request.project, now=now),
+    }
+    return render(request, "workflows/runs_attention.html", context)
 
 
 RUN_ACTIONS = {
