@@ -1,5 +1,6 @@
 import re
 import threading
+from datetime import UTC, datetime
 
 import pytest
 from django.core.cache import cache
@@ -7,6 +8,7 @@ from django.db import connection
 from django.test import Client
 
 from accounts.models import Authenticator, RecoveryCode, recovery_code_hash
+from timonier import clock
 
 from .conftest import signed_in_client
 from .factories import UserFactory, recovery_codes, totp_code
@@ -56,11 +58,12 @@ def test_wrong_codes_are_refused_and_then_throttled_for_this_client(user):
     client = Client()
     _start_login(client, user.email)
     wrong = f"{(int(totp_code(user)) + 1) % 1_000_000:06d}"
-    response = client.post("/login/code", {"code": wrong})
-    assert "That code is not valid" in response.content.decode()
-    for _ in range(4):
-        client.post("/login/code", {"code": wrong})
-    response = client.post("/login/code", {"code": totp_code(user)})
+    with clock.travel(datetime(2026, 12, 1, 9, 0, 15, tzinfo=UTC)):  # all in one 15-minute window
+        response = client.post("/login/code", {"code": wrong})
+        assert "That code is not valid" in response.content.decode()
+        for _ in range(4):
+            client.post("/login/code", {"code": wrong})
+        response = client.post("/login/code", {"code": totp_code(user)})
     assert response.status_code == 429 and int(response["Retry-After"]) > 0
     assert "Too many wrong codes" in response.content.decode()
     assert "_auth_user_id" not in client.session
