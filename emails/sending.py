@@ -5,7 +5,7 @@ from email.utils import formataddr, parseaddr
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.mail import EmailMultiAlternatives, make_msgid
+from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
 
 from timonier import clock
 
@@ -44,7 +44,17 @@ def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternativ
     return message
 
 
-def delivery_send(*, delivery_id: int) -> Delivery | None:
+def deliveries_send(*, delivery_ids: list[int]) -> int:
+    """Send each queued delivery of `delivery_ids` over one SMTP connection; returns how many were sent."""
+    sent = 0
+    with get_connection() as connection:
+        for delivery_id in delivery_ids:
+            delivery = delivery_send(delivery_id=delivery_id, connection=connection)
+            sent += delivery is not None and delivery.status == Delivery.Status.SENT
+    return sent
+
+
+def delivery_send(*, delivery_id: int, connection=None) -> Delivery | None:
     """Send a queued delivery once; None when another run has it (or had it) already.
 
     Claimed by a conditional UPDATE (queued → sending), so running this twice sends one email.
@@ -69,6 +79,7 @@ def delivery_send(*, delivery_id: int) -> Delivery | None:
     except RenderError as exc:
         return _fail(delivery, f"could not render the template: {exc}")
     message = compose(delivery, rendered)
+    message.connection = connection
     try:
         message.send(fail_silently=False)
     except Exception as exc:  # smtplib errors, refused connections, timeouts: the delivery says which

@@ -10,8 +10,9 @@ from cdp.models import Customer
 from organizations.models import Project
 from timonier import clock
 
-from . import personalisation, sender_policy, tracking
+from . import personalisation, sender_policy
 from .compiling import MjmlError, compile_mjml, html_to_text
+from .deliveries import Send, deliver_many
 from .models import CONTENT_FIELDS, UTM_FIELDS, Delivery, EmailTemplate, EmailTemplateVersion
 from .rendering import RenderedEmail, RenderError, render_preview
 from .tasks import deliver_task
@@ -240,40 +241,9 @@ def deliver(
     A customer without an email address, or who unsubscribed, gets a Delivery with status
     failed and the reason, so the workflow's history shows why nothing was sent.
     `idempotency_key` (unique per project): called again with the same key, this returns the
-    Delivery made the first time and sends nothing.
+    Delivery made the first time and sends nothing. Many at once: `deliveries.deliver_many`.
     """
-    template = version.template
-    if customer.project_id != template.project_id:
-        raise ValueError("the customer and the template belong to different projects")
-    if idempotency_key:
-        existing = Delivery.objects.filter(project_id=template.project_id, idempotency_key=idempotency_key).first()
-        if existing is not None:
-            return existing
-    to_email = (customer.email or "").strip()
-    delivery = Delivery(
-        project_id=template.project_id,
-        template=template,
-        template_version=version,
-        customer=customer,
-        to_email=to_email,
-        event=event,
-        workflow_step=workflow_step[:100],
-        idempotency_key=idempotency_key,
-        kind=Delivery.Kind.MARKETING,
-        status=Delivery.Status.QUEUED,
+    (delivery,) = deliver_many(
+        [Send(version, customer, event=event, workflow_step=workflow_step, idempotency_key=idempotency_key)]
     )
-    if not to_email:
-        delivery.status, delivery.error = Delivery.Status.FAILED, "skipped: the customer has no email address"
-    elif tracking.is_unsubscribed(project=template.project, email=to_email, customer=customer):
-        delivery.status, delivery.error = Delivery.Status.FAILED, "skipped: the customer has unsubscribed"
-    if idempotency_key:
-        try:
-            with transaction.atomic():  # a savepoint: the caller's transaction survives a duplicate
-                delivery.save()
-        except IntegrityError:  # the same key, saved concurrently
-            return Delivery.objects.get(project_id=template.project_id, idempotency_key=idempotency_key)
-    else:
-        delivery.save()
-    if delivery.status == Delivery.Status.QUEUED:
-        _enqueue(delivery)
     return delivery

@@ -20,6 +20,12 @@ def deliver_task(delivery_id: int) -> None:
 
 
 @shared_task(ignore_result=True)
+def deliveries_send_task(delivery_ids: list[int]) -> None:
+    """Send queued deliveries over one SMTP connection (each claimed alone: safe to run twice)."""
+    sending.deliveries_send(delivery_ids=delivery_ids)
+
+
+@shared_task(ignore_result=True)
 def deliveries_sweep_task() -> int:
     """Backstop for lost tasks: send the deliveries left queued; returns how many it sent."""
     stranded = Delivery.objects.filter(

@@ -5,7 +5,7 @@ due runs with `SELECT … FOR UPDATE SKIP LOCKED`, so several workers never exec
 and everything a pass does to a run (its steps, the deliveries and inbox commands its effects
 create, the run's new state) commits in one transaction. A worker killed mid-pass rolls all of it
 back; the run is due again and the pass is redone from the same state, with the same keys:
-- Email: `emails.deliver(idempotency_key="run-<run>-<seq>")` writes the Delivery in this
+- Email: `emails.deliveries.deliver_many`, key "run-<run>-<seq>", writes the Delivery in this
   transaction; the SMTP send happens after the commit, claimed queued → sending, never repeated.
 - Update Attribute: an identify through the CDP inbox with the message id `run-<run>-<seq>`.
 - Webhook: an attempt row (webhook-id `run-<run>-<seq>`) sent by a task after the commit; the
@@ -22,8 +22,8 @@ from django.db import connection, transaction
 
 from cdp.models import Customer, Event
 from cdp.services import customer_identify_enqueue
+from emails.deliveries import Send, deliver_many
 from emails.models import Delivery, EmailTemplate
-from emails.services import deliver
 from organizations.models import Project
 from segments.conditions.evaluation import MISSING, json_equal, lookup
 from timonier import clock
@@ -76,6 +76,10 @@ class Pass:
     new_steps: list[RunStep] = field(default_factory=list)
     changed_steps: list[RunStep] = field(default_factory=list)
     wake_webhooks: list[int] = field(default_factory=list)
+    # The published version of each template, read once per pass (None: gone or unpublished).
+    versions_of_templates: dict[int, object] = field(default_factory=dict)
+    # Email steps of the pass, delivered together at its end (one INSERT, chunked sends).
+    sends: list[tuple[RunStep, Send]] = field(default_factory=list)
 
 
 def runs_execute(*, limit: int = BATCH, now: datetime | None = None) -> int:
@@ -93,14 +97,16 @@ def runs_execute(*, limit: int = BATCH, now: datetime | None = None) -> int:
             customer = batch.customers.get(run.customer_id)
             if customer is None:  # erased between the claim and now: CASCADE will remove the run
                 continue
-            marks = (len(batch.new_steps), len(batch.changed_steps), len(batch.wake_webhooks))
+            marks = (len(batch.new_steps), len(batch.changed_steps), len(batch.wake_webhooks), len(batch.sends))
             try:
                 with transaction.atomic():  # a savepoint: one run's unexpected error fails that run alone
                     _advance(batch, run, customer)
             except Exception as exc:
                 logger.exception("run %s failed in step %s", run.pk, run.current_step)
                 del batch.new_steps[marks[0] :], batch.changed_steps[marks[1] :], batch.wake_webhooks[marks[2] :]
+                del batch.sends[marks[3] :]
                 _end(batch, run, Run.Status.FAILED, "error", error=f"{type(exc).__name__}: {exc}"[:2000])
+        _deliver(batch)
         RunStep.objects.bulk_create(batch.new_steps)
         if batch.changed_steps:
             RunStep.objects.bulk_update(batch.changed_steps, STEP_FIELDS)
@@ -232,24 +238,37 @@ def _email(batch, run, customer, step, record, entering, definition):
     if run.skip_overdue_emails:
         record.outcome = "skipped: overdue when the workflow was resumed"
         return "next"
-    template = EmailTemplate.objects.filter(pk=step["template_id"], project_id=run.project_id).first()
-    version = template.published_version if template else None
+    template_id = step["template_id"]
+    if template_id not in batch.versions_of_templates:
+        template = (
+            EmailTemplate.objects.filter(pk=template_id, project_id=run.project_id)
+            .select_related("published_version__template")
+            .first()
+        )
+        batch.versions_of_templates[template_id] = template.published_version if template else None
+    version = batch.versions_of_templates[template_id]
     if version is None:
         record.outcome = "failed: the email template is gone or no longer published"
         return "next"
-    delivery = deliver(
-        version=version,
-        customer=customer,
+    send = Send(
+        version,
+        customer,
         event=run.trigger_event,
         workflow_step=f"{run.workflow_id}:{step['id']}",
         idempotency_key=effect_key(run, record.seq),
     )
-    record.delivery = delivery
-    if delivery.status == Delivery.Status.FAILED and delivery.error.startswith("skipped"):
-        record.outcome = delivery.error  # unsubscribed, or no address: recorded, and the run goes on
-    else:
-        record.outcome = "sent"
+    batch.sends.append((record, send))
+    record.outcome = "sent"
     return "next"
+
+
+def _deliver(batch: Pass) -> None:
+    """The pass's emails, made together: each RunStep gets its Delivery, and says when it was skipped."""
+    deliveries = deliver_many([send for _, send in batch.sends])
+    for (record, _), delivery in zip(batch.sends, deliveries, strict=True):
+        record.delivery = delivery
+        if delivery.status == Delivery.Status.FAILED and delivery.error.startswith("skipped"):
+            record.outcome = delivery.error  # unsubscribed, or no address: recorded, and the run went on
 
 
 def _delay(batch, run, customer, step, record, entering, definition):
