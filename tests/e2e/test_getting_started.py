@@ -1,7 +1,10 @@
-"""The getting-started guide, sections 1 to 6 (up to its email template), clicked through with the guide's own labels.
+"""The getting-started guide, sections 1 to 6, clicked through with the guide's own labels.
 
 Section 3's curl commands are read from docs/getting-started.txt and run as written (only the
-host is pointed at the live API), against the real API process and a real Celery worker.
+host is pointed at the live API), against the real API process and a real Celery worker. Section
+6 ends where the guide promises: its `track` curl sends exactly one thank-you email to a real SMTP
+server, through the workflow built in the browser and run by the live worker; a second purchase
+sends none.
 """
 
 import base64
@@ -9,18 +12,22 @@ import json
 import os
 import re
 import subprocess
+import time
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Page, expect
 
+from emails.models import Delivery
 from organizations.api_keys import api_key_authenticate
 from organizations.models import ApiKey, Project, Role
+from workflows.models import Run, Workflow
 
 from ..browser import drag_block_below, open_designer
 from ..factories import MembershipFactory, ProjectFactory, UserFactory, totp_code, totp_code_for_secret
-from ..live import wait_for
+from ..live import WORKER_START_TIMEOUT, wait_for
 
 pytestmark = pytest.mark.browser
 
@@ -92,9 +99,82 @@ def builds_on_live_worker(monkeypatch, celery_worker) -> None:
 
 
 SEGMENT_BUILD_TIMEOUT = 30_000  # ms for the live worker to build a segment and the page to show it
+WORKFLOW_EMAIL_TIMEOUT = 30  # s from the track call to the workflow's email at the SMTP server
 
 
-def test_guide_sections_1_to_6(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch):
+def guide_workflow_form() -> dict[str, str]:
+    """Section 6's New Workflow form, as the guide prints it."""
+    text = GUIDE.read_text()
+    match = re.search(
+        r"^- Name:\n(.+?) - Description:\n(.+?) - Trigger Type: select (.+?)\n"
+        r"- Event Name:\n(.+?) - Frequency: select (.+?)\n",
+        text,
+        re.M,
+    )
+    return dict(zip(("Name", "Description", "Trigger Type", "Event Name", "Frequency"), match.groups(), strict=True))
+
+
+@contextmanager
+def worker_mailing_to(celery_worker, smtp_server, platform_url: str):
+    """The session's live worker, restarted to send its email to this test's SMTP server.
+
+    It mails to the console otherwise (EMAIL_URL is not set for the live processes), and the
+    workflow's email is sent by that worker, not by this process. Restored on the way out, so the
+    tests after this one get the worker they expect.
+    """
+    saved = celery_worker.env
+    celery_worker.stop()
+    celery_worker.env = {
+        **saved,
+        "EMAIL_URL": f"smtp://{smtp_server.host}:{smtp_server.port}",
+        "PLATFORM_URL": platform_url,
+    }
+    celery_worker.start()
+    try:
+        celery_worker.wait_until(celery_worker.ready, WORKER_START_TIMEOUT, 'did not log "ready" with the SMTP server')
+        yield celery_worker
+    finally:
+        celery_worker.stop()
+        celery_worker.env = saved
+        celery_worker.start()
+        celery_worker.wait_until(celery_worker.ready, WORKER_START_TIMEOUT, 'did not log "ready" again')
+
+
+def sweep_workflows(celery_worker, project_id: int) -> None:
+    """What celery beat's sweeps would do (no beat runs in tests, see tests/live.py): wake the
+    worker for the inbox, the triggers, the due runs, and the deliveries still queued."""
+    app = celery_worker.publisher()
+    with app.connection_for_write(celery_worker.broker_url) as connection:
+        tasks = [
+            ("cdp.tasks.process_commands_task", [project_id]),
+            ("workflows.tasks.triggers_sweep_task", []),
+            ("workflows.tasks.runs_execute_task", []),
+        ]
+        queued = Delivery.objects.filter(project_id=project_id, status=Delivery.Status.QUEUED)
+        tasks += [("emails.tasks.deliver_task", [pk]) for pk in queued.values_list("pk", flat=True)]
+        for name, args in tasks:
+            app.send_task(name, args=args, queue="celery", retry=False, connection=connection)
+
+
+def mails_with(smtp_server, recipient: str, text: str) -> list:
+    return [mail for mail in smtp_server.to(recipient) if text in mail.text]
+
+
+def wait_for_workflow_mail(smtp_server, celery_worker, project_id: int, recipient: str, text: str):
+    """The first mail to `recipient` containing `text`, sweeping once a second while waiting."""
+    deadline = time.monotonic() + WORKFLOW_EMAIL_TIMEOUT
+    while not mails_with(smtp_server, recipient, text):
+        celery_worker.assert_running()
+        if time.monotonic() >= deadline:
+            raise AssertionError(
+                f"no workflow email to {recipient} within {WORKFLOW_EMAIL_TIMEOUT} s\n{celery_worker.log_tail()}"
+            )
+        sweep_workflows(celery_worker, project_id)
+        time.sleep(1)
+    return mails_with(smtp_server, recipient, text)[0]
+
+
+def test_guide_sections_1_to_6(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch, request):
     base = e2e.url
     builds_on_live_worker(monkeypatch, celery_worker)
 
@@ -294,6 +374,76 @@ def test_guide_sections_1_to_6(page: Page, e2e, smtp_server, api_server, celery_
     expect(
         page.frame_locator('iframe[title="Email preview"]').get_by_text("Thank you for your purchase")
     ).to_be_visible()
+
+    # 6. Create the workflow, with the guide's values.
+    workflow_form = guide_workflow_form()
+    assert workflow_form == {
+        "Name": "Purchase Follow-Up",
+        "Description": "Send a thank-you email after a purchase",
+        "Trigger Type": "Event Occurred",
+        "Event Name": "purchase",
+        "Frequency": "Once per customer",
+    }
+    sidebar.get_by_role("link", name="Workflows", exact=True).click()
+    page.get_by_role("link", name="New Workflow").click()
+    for label in ("Name", "Description"):
+        page.get_by_label(label, exact=True).fill(workflow_form[label])
+    page.get_by_label("Trigger Type", exact=True).select_option(label=workflow_form["Trigger Type"])
+    page.get_by_label("Event Name", exact=True).fill(workflow_form["Event Name"])
+    page.get_by_label("Frequency", exact=True).select_option(label=workflow_form["Frequency"])
+    page.get_by_role("button", name="Create Workflow").click()
+    expect(page.get_by_role("heading", name="Purchase Follow-Up", level=1)).to_be_visible()
+    expect(page.get_by_test_id("trigger-text")).to_have_text("When purchase occurs")
+    workflow_url = page.url
+
+    # Add an email step: Builder, Add Step → Email, the template, Save on the step configuration.
+    page.get_by_role("link", name="Builder", exact=True).click()
+    page.wait_for_selector("body[data-builder-ready]")
+    page.get_by_role("button", name="Add Step").click()
+    page.get_by_role("menuitem", name="Email", exact=True).click()
+    step_panel = page.get_by_test_id("step-panel")
+    step_panel.get_by_label("Template").select_option(label="Purchase Thank You")
+    step_panel.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#builder-status")).to_have_text("Saved")
+
+    # Activate the workflow: back on its detail page.
+    page.get_by_role("link", name="← Back to workflow").click()
+    expect(page).to_have_url(workflow_url)
+    page.get_by_role("button", name="Activate").click()
+    expect(page.get_by_test_id("workflow-status")).to_have_text("Active")
+    workflow = Workflow.objects.get(project=key.project, name="Purchase Follow-Up")
+    assert workflow.active_version.number == 1
+
+    # "any customer who triggers a purchase event for the first time will receive the thank-you email"
+    thanks = "Thank you for your purchase, Jane Doe!"
+    with worker_mailing_to(celery_worker, smtp_server, base):
+        run_guide_curl(commands["track"], api_server.url, raw_key)
+        celery_worker.wait_processed(key.project_id)
+        mail = wait_for_workflow_mail(smtp_server, celery_worker, key.project_id, "jane@example.com", thanks)
+        assert mail.message["Subject"] == "Purchase Thank You"
+
+        run_guide_curl(commands["track"], api_server.url, raw_key)  # a second purchase
+        celery_worker.wait_processed(key.project_id)
+        for _ in range(3):  # give the engine every chance to (wrongly) send again
+            sweep_workflows(celery_worker, key.project_id)
+            time.sleep(1)
+    assert len(mails_with(smtp_server, "jane@example.com", thanks)) == 1
+    assert Run.objects.filter(workflow=workflow).count() == 1
+    sent = Delivery.objects.filter(project=key.project, customer__external_id="user_001").exclude(kind="test")
+    assert sent.count() == 1
+
+    # Where Jane is: her page's Workflows section shows the run and the email it sent.
+    page.goto(f"{workflow_url}?status=completed")
+    page.get_by_test_id("runs").get_by_role("link", name="user_001").click()
+    runs = page.get_by_test_id("customer-runs")
+    expect(runs).to_contain_text("Purchase Follow-Up")
+    expect(runs).to_contain_text("Completed")
+    expect(runs.get_by_test_id("run-delivery")).to_have_count(1)
+    results = Path(request.config.getoption("--output")).absolute()
+    results.mkdir(parents=True, exist_ok=True)
+    page.locator("section", has=page.locator("#workflows-heading")).screenshot(
+        path=str(results / "customer-workflows-section.png")
+    )
 
 
 def test_login_with_code_after_logout(page: Page, e2e):
