@@ -17,7 +17,8 @@ import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from liquid import BoundTemplate, Environment, RenderContext
+from liquid import BoundTemplate, Environment, Expression, RenderContext
+from liquid.ast import Node
 from liquid.builtin.expressions.primitive import FloatLiteral, IntegerLiteral, RangeLiteral
 from liquid.exceptions import LiquidError, ResourceLimitError
 from liquid.output import LimitedStringIO
@@ -147,10 +148,10 @@ def _nodes_and_expressions(template: BoundTemplate):
     while pending:
         item = pending.pop()
         yield item
-        if hasattr(item, "expressions"):  # a node
+        if isinstance(item, Node):
             pending.extend(item.children(static_context, include_partials=False))
             pending.extend(item.expressions())
-        else:
+        elif isinstance(item, Expression):
             pending.extend(item.children())
 
 

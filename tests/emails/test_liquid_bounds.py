@@ -149,3 +149,15 @@ def test_the_guide_template_still_renders(project):
     template = make_template(project, mjml=MJML)
     rendered = render_email(source=template, customer=None)
     assert rendered.subject == "Thanks Jane Doe" and "Thank you Jane Doe!" in rendered.html
+
+
+def test_every_tag_renders_under_the_bounds_and_is_searched_for_ranges():
+    tags = (
+        '{% case customer.traits.plan %}{% when "pro", "x" %}P{% else %}O{% endcase %}'
+        '{% for i in (1..3) %}{% cycle "a", "b" %}{% endfor %}{% tablerow i in (1..2) cols:2 %}{{ i }}{% endtablerow %}'
+        '{% liquid\n assign x = "hi" | append: "!"\n echo x\n%}{% unless false %}U{% endunless %}'
+        "{% capture y %}{{ event.properties.price }}{% endcapture %}{{ y }}{% if (1..3) contains 2 %}in{% endif %}"
+    )
+    assert render(tags) == 'Paba<tr class="row1">\n<td class="col1">1</td><td class="col2">2</td></tr>\nhi!U42in'
+    with pytest.raises(PersonalisationError, match=r"range \(1\.\.99999\) has 99999 items"):
+        render("{% case 1 %}{% when 1 %}{% liquid\nfor i in (1..99999)\nendfor\n%}{% endcase %}")
