@@ -271,7 +271,11 @@ def test_archive_asks_first_then_archives(client, project):
 
 
 def test_detail_shows_step_metrics_the_chart_and_runs_linked_to_their_customer(
-    client, project, travel, smtp_server, settings  # noqa: F811 (the imported fixture)
+    client,
+    project,
+    travel,
+    smtp_server,  # noqa: F811 (the imported fixture)
+    settings,
 ):
     settings.PLATFORM_URL = "http://platform.test"
     template = published_template(project)
@@ -364,3 +368,71 @@ def test_every_workflow_url_is_404_for_an_outsider(project):
     assert client.get(url(outsider_project, f"workflows/{workflow.pk}")).status_code == 404
     workflow.refresh_from_db()
     assert workflow.status == Workflow.Status.ACTIVE
+
+
+def test_editing_an_active_workflow_edits_a_draft_that_publish_changes_makes_version_2(client, project, travel):
+    template = published_template(project)
+    workflow = active_workflow(project, guide_flow(template), name="Purchase Follow-Up")
+    identify(project, "user_001", email="jane@example.com")
+    track(project, "user_001", "purchase")
+    run_engine(project)  # a run on version 1
+    edited = guide_flow(template)
+    edited["steps"][0]["name"] = "Thank you"
+
+    client.post(
+        url(project, f"workflows/{workflow.pk}/definition"), {"definition": edited}, content_type="application/json"
+    )
+
+    workflow.refresh_from_db()
+    assert workflow.active_version.number == 1 and workflow.active_version.definition == guide_flow(template)
+    page = client.get(url(project, f"workflows/{workflow.pk}")).content.decode()
+    assert ">Publish changes</button>" in page and "Unpublished changes" in page
+
+    client.post(url(project, f"workflows/{workflow.pk}/activate"))
+
+    workflow.refresh_from_db()
+    assert workflow.active_version.number == 2 and workflow.active_version.definition == edited
+    page = text(client.get(url(project, f"workflows/{workflow.pk}")))
+    assert "Version 2" in page and "Publish changes" not in page
+
+
+def test_runs_in_progress_on_an_older_version_are_counted_on_the_page(client, project, travel):
+    flow = definition(
+        {"type": "event", "event_name": "purchase"},
+        [{"id": "wait", "type": "delay", "duration": {"value": 1, "unit": "days"}}],
+        [],
+    )
+    workflow = active_workflow(project, flow, name="Slow")
+    identify(project, "user_001", email="jane@example.com")
+    track(project, "user_001", "purchase")
+    run_engine(project)  # waiting on version 1
+    flow["steps"][0]["duration"]["value"] = 2
+    client.post(
+        url(project, f"workflows/{workflow.pk}/definition"), {"definition": flow}, content_type="application/json"
+    )
+    client.post(url(project, f"workflows/{workflow.pk}/activate"))
+
+    page = text(client.get(url(project, f"workflows/{workflow.pk}")))
+    builder = client.get(url(project, f"workflows/{workflow.pk}/builder")).content.decode()
+
+    assert "1 run on older versions" in page
+    config = json.loads(
+        re.search(r'id="workflow-builder-config" type="application/json">(.*?)</script>', builder).group(1)
+    )
+    assert (config["activeVersion"], config["runsOnOlderVersions"]) == (2, 1)
+
+
+def test_send_test_posts_the_webhook_step_and_shows_the_response(client, project, settings):
+    from .receiver import Reply, allowed_receiver
+
+    with allowed_receiver(settings) as receiver:
+        receiver.reply(Reply(201, body=b'{"ok": true}'))
+        step = {"type": "webhook", "method": "POST", "url": receiver.url("/hook"), "headers": {}, "body": '{"a": 1}'}
+
+        response = client.post(url(project, "workflows/webhook-test"), {"step": step}, content_type="application/json")
+
+        (request,) = receiver.wait_for(1)
+    answer = response.json()
+    assert response.status_code == 200
+    assert (answer["status"], answer["body"]) == (201, '{"ok": true}') and not answer["error"]
+    assert request.body == b'{"a": 1}' and request.headers["webhook-id"].startswith("test-")
