@@ -3,6 +3,7 @@
 #   make test    lint, then the test suite against a throwaway PostgreSQL 15 and Redis (ARGS="-k foo")
 #   make bench   ingest throughput and latency against a live API (bench/ingest.py)
 #   make lint    ruff
+#   make lock    regenerate requirements.txt and requirements-dev.txt from pyproject.toml (UPGRADE=1)
 #   make clean   remove the virtualenv and var/
 
 SHELL := /bin/bash
@@ -12,22 +13,43 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 STAMP := $(VENV)/.installed
+# Every package of the dependency tree pinned with its hashes: what `make run`, `make test` and the
+# Dockerfile install (requirements-dev.txt adds the tests' tools to requirements.txt).
+LOCK := requirements.txt
+DEV_LOCK := requirements-dev.txt
 NODE_STAMP := node_modules/.installed
 ARGS ?=
 
-.PHONY: help venv run test bench lint clean
+.PHONY: help venv run test bench lint lock clean
 
 help:
-	@echo "make venv | run | test [ARGS='-k foo'] | bench | lint | clean"
+	@echo "make venv | run | test [ARGS='-k foo'] | bench | lint | lock [UPGRADE=1] | clean"
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The locked packages (pip refuses any file whose hash is not in the lock), then Timonier itself
+# without dependencies, built by the locked setuptools (build isolation would fetch an unpinned
+# one). `pip check` fails if pyproject.toml asks for something the lock lacks: run `make lock`.
+$(STAMP): pyproject.toml $(DEV_LOCK)
 	@test -n "$(PYTHON)" || { echo "python3.11 (or python3) is required" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install --require-hashes -r $(DEV_LOCK)
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
 	touch $@
+
+# uv resolves (installed into .venv for this only: installing Timonier never needs it), for every
+# platform, keeping the pins already in the locks unless UPGRADE=1. setuptools is pyproject.toml's
+# build backend ([build-system] requires), locked too. The runtime lock is constrained by the dev
+# lock, so the two agree on every version.
+UV_VERSION := 0.13.9
+LOCK_FLAGS = --universal --python-version 3.11 --generate-hashes --custom-compile-command "make lock" \
+	--quiet $(if $(UPGRADE),--upgrade)
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	echo "setuptools>=69" | $(BIN)/uv pip compile pyproject.toml - --extra dev $(LOCK_FLAGS) -o $(DEV_LOCK)
+	echo "setuptools>=69" | $(BIN)/uv pip compile pyproject.toml - -c $(DEV_LOCK) $(LOCK_FLAGS) -o $(LOCK)
 
 run: venv
 	$(BIN)/python scripts/init_env.py

@@ -41,7 +41,12 @@ class TemplateSettingsForm(forms.Form):
     )
     from_name = forms.CharField(label="From name", required=False, max_length=100)
     from_email = forms.EmailField(
-        label="From address", required=False, help_text="Leave blank for the project's default sender."
+        label="From address",
+        required=False,
+        help_text=(
+            "Leave blank for the server's default sender; otherwise an address on one of the project's "
+            "sending domains (Settings)."
+        ),
     )
     reply_to = forms.EmailField(label="Reply-to", required=False)
     utm_source = forms.CharField(label="UTM source", required=False, max_length=100)

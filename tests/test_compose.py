@@ -103,3 +103,11 @@ def test_the_image_is_built_from_the_dockerfile():
     assert "FROM python:3.11-slim" in dockerfile
     assert "collectstatic" in dockerfile
     assert "gunicorn" in dockerfile
+
+
+def test_the_image_installs_the_hashed_lock_then_timonier_without_dependencies():
+    lines = [line.strip() for line in (ROOT / "Dockerfile").read_text().splitlines()]
+    installs = [line for line in lines if "pip install" in line and not line.startswith("#")]
+    assert installs[0] == "RUN pip install --require-hashes -r requirements.txt"
+    assert "--no-deps" in installs[1] and "--no-build-isolation" in installs[1]
+    assert len(installs) == 2  # nothing else, nothing unpinned

@@ -78,6 +78,18 @@ def wait_listening(process: subprocess.Popen, port: int, tmp_path: Path) -> set[
     return addresses
 
 
+def answers(url: str) -> int:
+    """The status of GET `url` once a worker answers (the master listens before its workers have booted)."""
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        try:
+            return http_get(url)[0]
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+
+
 def stop(process: subprocess.Popen) -> None:
     os.killpg(process.pid, 15)
     try:
@@ -92,7 +104,7 @@ def test_make_run_listens_on_loopback_only_by_default(tmp_path):
     process, port = start_platform(tmp_path)
     try:
         assert wait_listening(process, port, tmp_path) == {"127.0.0.1"}
-        assert http_get(f"http://127.0.0.1:{port}/no-such-page")[0] == 404  # Django answers there
+        assert answers(f"http://127.0.0.1:{port}/no-such-page") == 404  # Django answers there
     finally:
         stop(process)
 
@@ -103,7 +115,7 @@ def test_bind_address_chooses_where_make_run_listens(tmp_path):
     process, port = start_platform(tmp_path, BIND_ADDRESS="127.0.0.2", ALLOWED_HOSTS="127.0.0.2")
     try:
         assert wait_listening(process, port, tmp_path) == {"127.0.0.2"}
-        assert http_get(f"http://127.0.0.2:{port}/no-such-page")[0] == 404
+        assert answers(f"http://127.0.0.2:{port}/no-such-page") == 404
     finally:
         stop(process)
 
@@ -155,3 +167,90 @@ def test_check_deploy_is_clean_with_the_readme_production_settings(tmp_path, ser
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     assert "System check identified no issues" in output, output
+
+
+# --- The hashed lock -----------------------------------------------------------------------------
+
+LOCKS = {"runtime": ROOT / "requirements.txt", "dev": ROOT / "requirements-dev.txt"}
+
+
+def lock_entries(path: Path) -> dict[str, tuple[str, str, list[str]]]:
+    """{normalised name: (version, marker, hashes)} of a `--generate-hashes` lock file."""
+    from packaging.utils import canonicalize_name
+
+    entries = {}
+    for requirement in re.split(r"\n(?=[A-Za-z0-9])", path.read_text().split("\n", 2)[2]):
+        head = requirement.split("\\", 1)[0].strip()
+        if not head or head.startswith("#"):
+            continue
+        name_version, _, marker = head.partition(";")
+        name, version = name_version.strip().split("==")
+        hashes = re.findall(r"--hash=sha256:([0-9a-f]{64})", requirement)
+        entries[canonicalize_name(name.split("[")[0])] = (version, marker.strip(), hashes)
+    return entries
+
+
+def pyproject_pins(extra: str | None) -> dict[str, str]:
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    listed = project["dependencies"] + (project["optional-dependencies"][extra] if extra else [])
+    pins = {}
+    for line in listed:
+        requirement = Requirement(line)
+        [specifier] = requirement.specifier
+        pins[canonicalize_name(requirement.name)] = specifier.version
+    return pins
+
+
+def test_every_locked_package_is_pinned_with_hashes():
+    for path in LOCKS.values():
+        entries = lock_entries(path)
+        assert len(entries) > 40, path
+        assert [name for name, (_, _, hashes) in entries.items() if not hashes] == [], path
+
+
+def test_the_locks_pin_pyprojects_versions_and_agree_with_each_other():
+    runtime, dev = lock_entries(LOCKS["runtime"]), lock_entries(LOCKS["dev"])
+    for name, version in pyproject_pins(None).items():
+        assert runtime[name][0] == version, name
+    for name, version in pyproject_pins("dev").items():
+        assert dev[name][0] == version, name
+    assert {name: entry[0] for name, entry in runtime.items()} == {name: dev[name][0] for name in runtime}
+    assert "setuptools" in runtime  # the build backend: installing Timonier fetches nothing unpinned
+
+
+def test_this_environment_is_exactly_the_dev_lock():
+    """What the tests run on is what `make venv` and the Dockerfile install elsewhere."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from packaging.markers import Marker
+
+    wrong = {}
+    for name, (pinned, marker, _) in lock_entries(LOCKS["dev"]).items():
+        if marker and not Marker(marker).evaluate():
+            continue
+        try:
+            installed = version(name)
+        except PackageNotFoundError:
+            installed = None
+        if installed != pinned:
+            wrong[name] = (pinned, installed)
+    assert wrong == {}
+
+
+def test_make_installs_the_dev_lock_with_hashes_and_reinstalls_when_it_changes():
+    makefile = (ROOT / "Makefile").read_text()
+    stamp = re.search(r"^\$\(STAMP\):(.*)\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert "$(DEV_LOCK)" in stamp.group(1).split()
+    assert re.search(r"^DEV_LOCK := requirements-dev\.txt$", makefile, re.MULTILINE)
+    recipe = stamp.group(2)
+    assert "pip install --require-hashes -r $(DEV_LOCK)" in recipe
+    assert "pip install --no-deps --no-build-isolation -e ." in recipe
+    assert [line for line in recipe.splitlines() if "pip install" in line and "--require-hashes" not in line] == [
+        "\t$(BIN)/python -m pip install --no-deps --no-build-isolation -e ."
+    ]
+    assert re.search(r"^lock:", makefile, re.MULTILINE)
