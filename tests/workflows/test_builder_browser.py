@@ -27,7 +27,6 @@ from .engine import published_template
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-
 def screenshot(page: Page, request, name: str) -> None:
     """A screenshot for the issue's note, in pytest-playwright's --output folder (test-results/)."""
     results = Path(request.config.getoption("--output")).absolute()
@@ -231,3 +230,69 @@ def test_leaving_the_builder_with_unsaved_changes_asks_first(page: Page, signed_
     assert asked and "unsaved changes" in asked[0]
     expect(page.locator('[data-step-id="exit_1"]')).to_be_visible()  # still in the builder
     assert Workflow.objects.get(project=project).definition["steps"] == []
+
+
+def test_a_step_inserted_on_an_edge_then_deleted_keeps_the_chain_and_a_moved_node_keeps_its_place(
+    page: Page, signed_in
+):
+    project = signed_in
+    network = Network(page)
+    create_workflow(page, project, "Chain")
+    open_builder(page)
+    add_step(page, "Exit")  # trigger → exit_1
+    page.get_by_role("button", name="Insert a step between trigger and exit_1").click()
+    page.get_by_role("menuitem", name="Random Cohort", exact=True).click()
+    page.get_by_test_id("save-workflow").click()
+    expect(page.locator("#builder-status")).to_have_text(re.compile(r"^Saved"))
+    assert graph_of(page)[1] == ["random_cohort_1:a:exit_1", "trigger:next:random_cohort_1"]
+    expect(page.locator('[data-edge="random_cohort_1:a:exit_1"]')).to_contain_text("A 50%")
+    assert Workflow.objects.get(project=project).definition["edges"] == [
+        {"from": "trigger", "to": "random_cohort_1"},
+        {"from": "random_cohort_1", "output": "a", "to": "exit_1"},
+    ]
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_test_id("step-panel").get_by_role("button", name="Delete step").click()
+    expect(node(page, "random_cohort_1")).to_have_count(0)
+    assert graph_of(page)[1] == ["trigger:next:exit_1"]
+
+    box = node(page, "exit_1").bounding_box()
+    page.mouse.move(box["x"] + 40, box["y"] + 20)
+    page.mouse.down()
+    for i in range(1, 11):
+        page.mouse.move(box["x"] + 40 + 16 * i, box["y"] + 20 + 4 * i)
+    page.mouse.up()
+    page.get_by_test_id("save-workflow").click()
+    expect(page.locator("#builder-status")).to_have_text("Saved")
+    layout = Workflow.objects.get(project=project).definition["layout"]
+    page.reload()
+    page.wait_for_selector("body[data-builder-ready]")
+    expect(node(page, "exit_1")).to_be_visible()
+
+    definition = Workflow.objects.get(project=project).definition
+    assert definition["edges"] == [{"from": "trigger", "to": "exit_1"}]
+    assert [step["id"] for step in definition["steps"]] == ["exit_1"]
+    assert layout["exit_1"]["x"] - layout["trigger"]["x"] > 100  # moved right, and kept
+    assert definition["layout"] == layout
+    assert network.external == [] and network.refused == []
+
+
+def test_send_test_in_the_webhook_panel_shows_the_receivers_answer(page: Page, signed_in, settings):
+    from .receiver import Reply, allowed_receiver
+
+    project = signed_in
+    with allowed_receiver(settings) as receiver:
+        receiver.reply(Reply(202, body=b'{"queued": true}'))
+        create_workflow(page, project, "Hook")
+        open_builder(page)
+        add_step(page, "Webhook")
+        panel = page.get_by_test_id("step-panel")
+        panel.get_by_label("URL").fill(receiver.url("/hook"))
+        panel.get_by_label("Body").fill('{"customer": "{{ customer.id }}"}')
+        panel.get_by_role("button", name="Send test").click()
+
+        result = page.get_by_test_id("webhook-test-result")
+        expect(result).to_contain_text("HTTP 202")
+        expect(result).to_contain_text('{"queued": true}')
+        (request,) = receiver.wait_for(1)
+    assert request.headers["webhook-signature"].startswith("v1,")
