@@ -296,3 +296,22 @@ def test_send_test_in_the_webhook_panel_shows_the_receivers_answer(page: Page, s
         expect(result).to_contain_text('{"queued": true}')
         (request,) = receiver.wait_for(1)
     assert request.headers["webhook-signature"].startswith("v1,")
+
+
+def test_the_trigger_panel_sets_an_exit_condition_with_the_segments_condition_builder(page: Page, signed_in):
+    project = signed_in
+    create_workflow(page, project, "With exit")
+    open_builder(page)
+    node(page, "trigger").click()
+    panel = page.get_by_test_id("step-panel")
+    expect(panel.get_by_test_id("trigger-text")).to_have_text("When purchase occurs")
+
+    panel.get_by_label("Exit condition", exact=True).check()
+    panel.get_by_label("Trait").fill("unsubscribed")
+    panel.get_by_label("Operator").select_option(label="is set")
+    panel.get_by_role("button", name="Save", exact=True).click()
+    expect(page.locator("#builder-status")).to_have_text(re.compile(r"^Saved"))
+
+    definition = Workflow.objects.get(project=project).definition
+    assert definition["exit_condition"] == {"type": "trait", "name": "unsubscribed", "op": "is_set"}
+    assert "goal" not in definition
