@@ -113,6 +113,8 @@ SAMPLE_VALUES = {
     "project_slug": lambda a: a.project.slug,
     "customer_id": lambda a: a.customer.external_id,
     "segment_id": lambda a: a.segment.pk,
+    "workflow_id": lambda a: a.workflow.pk,
+    "run_id": lambda a: a.run.pk,
     "customers/pk": lambda a: a.customer.pk,
     "segments/pk": lambda a: a.segment.pk,
     "email-templates/pk": lambda a: a.template.pk,
