@@ -87,7 +87,7 @@ def test_sidebar_lists_the_project_sections_in_order(personas):
     page = text(personas.client("member").get(project_url(personas.project, "customers")))
     sidebar = re.search(r'<nav class="sidebar".*?</nav>', page, re.S).group(0)
     labels = re.findall(r">([^<>]+)</a>", sidebar)
-    assert labels == ["Dashboard", "Customers", "Segments", "Email Templates", "API Keys", "Settings"]
+    assert labels == ["Dashboard", "Customers", "Segments", "Email Templates", "Workflows", "API Keys", "Settings"]
     assert 'class="active" aria-current="page">Customers</a>' in sidebar
 
 
