@@ -241,6 +241,8 @@ export function durationText(duration) {
   return `${duration.value} ${unit}${duration.value === 1 ? "" : "s"}`;
 }
 
+const plural = (count, one, many) => `${count} ${count === 1 ? one : many}`;
+
 // One line under the node's title saying what the step does.
 export function summary(step, templates) {
   switch (step.type) {
@@ -257,9 +259,9 @@ export function summary(step, templates) {
     case "branch":
       return "if the condition holds";
     case "split":
-      return `${(step.branches || []).length} branches, then else`;
+      return `${plural((step.branches || []).length, "branch", "branches")}, then else`;
     case "random_cohort":
-      return `${(step.cohorts || []).length} cohorts`;
+      return `${plural((step.cohorts || []).length, "cohort", "cohorts")}`;
     case "update_attribute":
       return `${step.action || "set"} ${step.trait || "?"}`;
     case "webhook":
