@@ -61,6 +61,7 @@ def membership_rebuild(
             member_count=Membership.objects.filter(segment=segment).count(),
             last_computed_at=now,
             status=Segment.Status.READY,
+            build_error="",
         )
         _signal_on_commit([changes])
     moved = changes.entered + changes.exited
