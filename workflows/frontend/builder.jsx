@@ -262,6 +262,7 @@ function Builder({ config }) {
   }), []);
 
   const choose = (type) => {
+    if (panelDirty && !window.confirm("The open step has unsaved changes. Discard them?")) return;
     const result = menu.mode === "insert" ? insertStep(definition, type, menu.index) : addStep(definition, type, selected);
     setMenu(null);
     change(result.definition);
