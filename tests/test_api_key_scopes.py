@@ -59,14 +59,15 @@ SECRET_ONLY = [
 
 
 def _example_body(op: dict):
-    """The first example of an operation's JSON body in the spec (`$ref`s followed)."""
+    """The first example of an operation's JSON body in the spec (`$ref`s followed), else {}."""
     body = op["requestBody"]
     if "$ref" in body:
         body = SPEC["components"]["requestBodies"][body["$ref"].rsplit("/", 1)[-1]]
     content = body["content"]["application/json"]
     if "example" in content:
         return content["example"]
-    return next(iter(content["examples"].values()))["value"]
+    examples = list(content.get("examples", {}).values())
+    return examples[0]["value"] if examples else {}
 
 
 class Api:
@@ -139,7 +140,7 @@ def test_secret_key_on_a_read_or_management_endpoint_is_not_refused(api, method,
     op = SPEC["paths"][path][method.lower()]
     body = _example_body(op) if "requestBody" in op else None
     response = api.call(method, path, key=api.secret_key, body=body)
-    assert response.status_code < 400 or response.status_code == 404, response.content
+    assert response.status_code not in (401, 403), response.content
 
 
 @pytest.mark.parametrize(("method", "path"), [(m, p) for m, p, _ in SENDING])
