@@ -13,7 +13,6 @@ from cdp.storage import dumps
 from emails.models import Delivery
 from tests.factories import ProjectFactory
 from tests.live import CeleryWorker, wait_for
-from tests.smtp import smtp_server  # noqa: F401 (the real SMTP server fixture)
 from timonier import clock
 from workflows.models import Run, WebhookAttempt
 
