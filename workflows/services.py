@@ -31,7 +31,11 @@ def definition_problems(*, project: Project, definition) -> list[str]:
     if size_problems(definition):
         return problems
     steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
-    template_ids = {s.get("template_id") for s in steps if isinstance(s, dict) and s.get("type") == "email"}
+    template_ids = {
+        s["template_id"]
+        for s in steps
+        if isinstance(s, dict) and s.get("type") == "email" and isinstance(s.get("template_id"), int)
+    }
     published = set(
         EmailTemplate.objects.filter(
             project=project, pk__in=[t for t in template_ids if isinstance(t, int)], published_version__isnull=False
@@ -228,7 +232,8 @@ def workflow_enrol(*, workflow: Workflow, customer: Customer, key: str, data: di
         raise ValueError("the customer and the workflow belong to different projects")
     occurrence = triggers.occurrence_key("api", key)
     with transaction.atomic():
-        workflow = Workflow.objects.select_for_update().select_related("active_version").get(pk=workflow.pk)
+        # The row alone is locked (PostgreSQL refuses FOR UPDATE on the nullable side of a join).
+        workflow = Workflow.objects.select_for_update().get(pk=workflow.pk)
         existing = Run.objects.filter(workflow=workflow, customer=customer, occurrence=occurrence).first()
         if existing is not None:
             return existing, False
@@ -286,7 +291,7 @@ def run_skip_step(*, run: Run, user: User | None) -> Run:
     from .definition import Graph, outputs_of
 
     with transaction.atomic():
-        run = Run.objects.select_for_update().select_related("version").get(pk=run.pk)
+        run = Run.objects.select_for_update().get(pk=run.pk)
         if not run.in_progress:
             raise ValidationError({"run": ["This run has ended."]})
         graph = Graph.of(run.version.definition)
