@@ -1,7 +1,7 @@
 # Timonier: developer entry points.
 #   make run     the whole platform on this machine (SQLite, filesystem broker): UI :3010, API :3030
 #   make test    lint, then the test suite against a throwaway PostgreSQL 15 and Redis (ARGS="-k foo")
-#   make bench   ingest throughput and latency against a live API (bench/ingest.py)
+#   make bench   ingest, segments and workflows against a live API (bench/*.py; BENCH_ONLY=, QUICK=1)
 #   make lint    ruff
 #   make lock    regenerate requirements.txt and requirements-dev.txt from pyproject.toml (UPGRADE=1)
 #   make clean   remove the virtualenv and var/
@@ -71,9 +71,14 @@ $(NODE_STAMP): package-lock.json package.json
 test: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/testenv.py $(ARGS)
 
+# BENCH_ONLY=ingest|segments|workflows runs one part; QUICK=1 a small run of the parts that have one.
+BENCH_PARTS := ingest segments workflows
 bench: venv
-	[ "$(BENCH_ONLY)" = segments ] || PATH="$(BIN):$$PATH" $(BIN)/python bench/ingest.py
-	[ "$(BENCH_ONLY)" = ingest ] || PATH="$(BIN):$$PATH" $(BIN)/python bench/segments.py
+	@case " $(BENCH_PARTS) " in *" $(or $(BENCH_ONLY),ingest) "*) ;; \
+	  *) echo "BENCH_ONLY must be one of: $(BENCH_PARTS)" >&2; exit 2;; esac
+	@for part in $(or $(BENCH_ONLY),$(BENCH_PARTS)); do \
+	  PATH="$(BIN):$$PATH" QUICK="$(QUICK)" $(BIN)/python bench/$$part.py || exit 1; \
+	done
 
 # The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
 # its licences into emails/static/emails/vendor/, and the workflow builder (workflows/frontend/*.jsx

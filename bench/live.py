@@ -51,9 +51,9 @@ def wait_drained(database_url: str) -> float:
     raise SystemExit("bench: the inbox did not drain within the timeout")
 
 
-def start_platform(env: dict, api_port: int, processes: list) -> tuple[str, str]:
-    """An API key, the API under gunicorn and one Celery worker, as in production; (url, key).
-    The processes are appended to `processes` for the caller to stop."""
+def start_platform(env: dict, api_port: int, processes: list, *, concurrency: int = 1) -> tuple[str, str]:
+    """An API key, the API under gunicorn and one Celery worker (of `concurrency` processes), as in
+    production; (url, key). The processes are appended to `processes` for the caller to stop."""
     python = sys.executable
     key = subprocess.run(
         [python, "manage.py", "create_api_key", "--org", "bench", "--project", "bench", "--name", "bench"],
@@ -69,7 +69,7 @@ def start_platform(env: dict, api_port: int, processes: list) -> tuple[str, str]
     )  # fmt: skip
     processes.append(
         subprocess.Popen(
-            [str(bin_dir / "celery"), "-A", "timonier", "worker", "-l", "warning", "--concurrency", "1"],
+            [str(bin_dir / "celery"), "-A", "timonier", "worker", "-l", "warning", "--concurrency", str(concurrency)],
             cwd=ROOT, env=env,
         )
     )  # fmt: skip
@@ -83,3 +83,28 @@ def start_platform(env: dict, api_port: int, processes: list) -> tuple[str, str]
             if time.monotonic() > deadline:
                 raise SystemExit("bench: the API did not start") from None
             time.sleep(0.2)
+
+
+def start_beat(env: dict, folder: Path, processes: list) -> None:
+    """The scheduler, as the Procfile starts it: the periodic sweeps (and how workflow delays fall due)."""
+    bin_dir = Path(sys.executable).parent
+    processes.append(
+        subprocess.Popen(
+            [str(bin_dir / "celery"), "-A", "timonier", "beat", "-l", "warning",
+             "--schedule", str(folder / "celerybeat-schedule")],
+            cwd=ROOT, env=env,
+        )
+    )  # fmt: skip
+
+
+def stop_processes(processes: list) -> None:
+    """Terminate what the bench started (SIGTERM, then SIGKILL after 20 s), emptying the list."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    processes.clear()
