@@ -27,4 +27,5 @@ urlpatterns = [
     path("health", health, name="health"),
     path("", include("cdp.api.urls")),
     path("", include("segments.api_urls")),
+    path("", include("workflows.api_urls")),
 ]

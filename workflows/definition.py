@@ -74,9 +74,11 @@ def outputs_of(step: dict) -> tuple[str, ...]:
     if kind == "branch":
         return ("yes", "no")
     if kind == "split":
-        return (*(b.get("key") for b in step.get("branches") or [] if isinstance(b, dict)), "else")
+        branches = step.get("branches") if isinstance(step.get("branches"), list) else []
+        return (*(b["key"] for b in branches if isinstance(b, dict) and isinstance(b.get("key"), str)), "else")
     if kind == "random_cohort":
-        return tuple(c.get("key") for c in step.get("cohorts") or [] if isinstance(c, dict))
+        cohorts = step.get("cohorts") if isinstance(step.get("cohorts"), list) else []
+        return tuple(c["key"] for c in cohorts if isinstance(c, dict) and isinstance(c.get("key"), str))
     if kind == "webhook":
         return ("next", "failure")
     if kind == "exit":
@@ -115,7 +117,7 @@ def duration_seconds(duration) -> float | None:
     if not isinstance(duration, dict):
         return None
     value, unit = duration.get("value"), duration.get("unit")
-    if not _is_number(value) or unit not in DURATION_UNITS:
+    if not _is_number(value) or not isinstance(unit, str) or unit not in DURATION_UNITS:
         return None
     return float(value) * DURATION_UNITS[unit]
 
@@ -321,7 +323,7 @@ def _webhook(step: dict, path: str, errors: list[str]) -> None:
 
 def _graph_problems(steps: list, edges: list, ids: dict[str, int]) -> list[str]:
     errors: list[str] = []
-    by_id = {s["id"]: s for s in steps if isinstance(s, dict) and s.get("id") in ids}
+    by_id = {s["id"]: s for s in steps if isinstance(s, dict) and isinstance(s.get("id"), str) and s["id"] in ids}
     following: dict[tuple[str, str], str] = {}
     first = None
     for index, edge in enumerate(edges):
@@ -331,6 +333,9 @@ def _graph_problems(steps: list, edges: list, ids: dict[str, int]) -> list[str]:
             continue
         _unknown_keys(edge, ("from", "output", "to"), path, errors)
         source, target, output = edge.get("from"), edge.get("to"), edge.get("output") or "next"
+        if any(isinstance(value, (list, dict)) for value in (source, target, output)):
+            errors.append(f"{path}: from, to and output must be a step id, a step id and an output name")
+            continue
         if target not in by_id:
             errors.append(f"{path}.to: no step \"{target}\"")
             continue
@@ -434,7 +439,8 @@ def _keyed(items, path: str, minimum: int, errors: list[str], *, condition: bool
             errors.append(f"{item_path}.key: must be 1-32 lower-case letters, digits or _ (not else)")
         elif key in keys:
             errors.append(f"{item_path}.key: \"{key}\" is used twice")
-        keys.add(key)
+        if isinstance(key, str):
+            keys.add(key)
         if "name" in item and not (isinstance(item["name"], str) and len(item["name"]) <= 100):
             errors.append(f"{item_path}.name: must be text of at most 100 characters")
         if condition:

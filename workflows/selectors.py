@@ -146,7 +146,8 @@ def step_metrics(
         .order_by()
     }
     definition = version.definition if version is not None else workflow.definition
-    steps = [step for step in definition.get("steps", []) if isinstance(step, dict) and "id" in step]
+    listed = definition.get("steps") if isinstance(definition.get("steps"), list) else []  # a draft may be any JSON
+    steps = [step for step in listed if isinstance(step, dict) and isinstance(step.get("id"), str)]
     known = {step["id"] for step in steps}
     steps += [{"id": step_id, "type": row["step_type"]} for step_id, row in counts.items() if step_id not in known]
     metrics = []

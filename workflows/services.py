@@ -35,6 +35,7 @@ def definition_problems(*, project: Project, definition) -> list[str]:
         s["template_id"]
         for s in steps
         if isinstance(s, dict) and s.get("type") == "email" and isinstance(s.get("template_id"), int)
+        and 0 < s["template_id"] < 2**63  # a bigint, or no template's
     }
     published = set(
         EmailTemplate.objects.filter(
@@ -52,7 +53,8 @@ def definition_problems(*, project: Project, definition) -> list[str]:
         used = segments_used(definition)
     except (AttributeError, TypeError):  # a shape problem already reported above
         used = set()
-    existing = set(Segment.objects.filter(project=project, pk__in=used).values_list("pk", flat=True))
+    storable = [pk for pk in used if isinstance(pk, int) and 0 < pk < 2**63]  # a bigint, or no segment's
+    existing = set(Segment.objects.filter(project=project, pk__in=storable).values_list("pk", flat=True))
     for segment_id in sorted(used - existing):
         problems.append(f"definition: segment {segment_id} does not exist in this project")
     return problems

@@ -17,8 +17,9 @@ import pytest
 import requests
 import schemathesis
 import yaml
+from django.core.management.color import no_style
 from django.core.servers.basehttp import WSGIServer
-from django.db import DatabaseError
+from django.db import DatabaseError, connection
 from django.test.testcases import LiveServerThread, QuietWSGIRequestHandler
 from django.urls import URLPattern, URLResolver, get_resolver
 from hypothesis import HealthCheck
@@ -34,7 +35,11 @@ from schemathesis.specs.openapi.checks import (
 from cdp.api.openapi import SPEC_PATH
 from cdp.processing import commands_process, pending_count
 from organizations.api_keys import api_key_create
+from organizations.models import Project
+from tests.emails.conftest import make_template
 from tests.factories import ProjectFactory
+from workflows import services as workflow_services
+from workflows.models import Workflow
 
 CHECKS = [
     not_a_server_error,
@@ -85,7 +90,7 @@ def test_spec_is_valid_openapi_3_0_and_loads_in_schemathesis():
     operation_ids = [op["operationId"] for op in operations]
     assert len(operation_ids) == len(set(operation_ids))
     loaded = sorted(result.ok().label for result in schema.get_all_operations())
-    assert len(loaded) == len(operations) == 33
+    assert len(loaded) == len(operations) == 46
 
 
 def test_spec_is_served_as_the_file_without_a_key(client):
@@ -199,6 +204,30 @@ def _seed(live: LiveApi) -> None:
         response = live.post(f"/v1/{kind}", body)
         assert response.status_code == 202, response.text
     live.process()
+    _seed_workflow(live.project_id)
+
+
+def _seed_workflow(project_id: int) -> None:
+    """Workflow 1, the spec's example id (`WorkflowIdPath`): API-triggered, active, with a run of
+    user_001, so the examples of the workflow operations reach a workflow, not only 404s."""
+    project = Project.objects.get(pk=project_id)
+    template = make_template(project, publish=True)
+    definition = {
+        "trigger": {"type": "api"},
+        "frequency": {"type": "every_time"},
+        "allow_concurrent_runs": True,
+        "steps": [{"id": "thank_you", "type": "email", "template_id": template.pk}],
+        "edges": [{"from": "trigger", "to": "thank_you"}],
+    }
+    created = workflow_services.workflow_create(project=project, name="Welcome", definition=definition, user=None)
+    Workflow.objects.filter(pk=created.pk).update(id=1)  # the tables are empty: a transactional test
+    with connection.cursor() as cursor:  # so that the next workflow created gets 2, not 1
+        for sql in connection.ops.sequence_reset_sql(no_style(), [Workflow]):
+            cursor.execute(sql)
+    workflow = Workflow.objects.get(pk=1)
+    workflow_services.workflow_activate(workflow=workflow, user=None)
+    customer = project.customers.get(external_id="user_001")
+    workflow_services.workflow_enrol(workflow=workflow, customer=customer, key="seed", data={"coupon": "WELCOME10"})
 
 
 @schema.parametrize()
@@ -214,7 +243,7 @@ def test_live_api_refuses_every_operation_without_a_key_as_documented(live_api, 
     secured = [
         result.ok() for result in schema.get_all_operations() if result.ok().definition.raw.get("security") != []
     ]
-    assert len(secured) == 31
+    assert len(secured) == 44
     for operation in secured:
         url = live_api.url + operation.path.replace("{customer_id}", "user_001")
         body = {"customer_id": "user_001", "event": "purchase"} if operation.method == "post" else None
