@@ -6,7 +6,7 @@ A pytest plugin (`pytest_plugins = ["tests.live"]` in tests/conftest.py). Its fi
   of this session (SQLite file or PostgreSQL), TIMONIER_VAR_DIR a folder of the session.
 - `api_server` (session): `gunicorn timonier.wsgi` with TIMONIER_SERVICE=api on 127.0.0.1, as the
   Procfile runs it; `.url`, and `.requests()`, what its access log recorded.
-- `celery_worker` (session): `celery -A timonier worker -Q celery`; `.wait_processed(project_id)`
+- `celery_worker` (session): `celery -A timonier worker -Q celery,workflows`; `.wait_processed(project_id)`
   waits until the worker has applied every command of a project.
 
 Tests that use them need committed data, so they run with
@@ -340,7 +340,7 @@ class CeleryWorker(LiveProcess):
             "--concurrency",
             "1",
             "-Q",
-            "celery",
+            "celery,workflows",
             "-n",
             f"live-{os.getpid()}@%h",
             # No cluster chatter to wait for at start: this is the only worker on its broker.

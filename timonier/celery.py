@@ -18,6 +18,7 @@ from datetime import timedelta
 
 from celery import Celery, Task
 from django.conf import settings
+from kombu import Queue
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "timonier.settings")
 
@@ -66,6 +67,11 @@ def configure(celery_app: Celery) -> None:
         broker_connection_retry_on_startup=True,
         result_backend=settings.CELERY_RESULT_BACKEND,
         task_ignore_result=True,
+        # Workflow execution has a queue of its own, so due runs never wait behind a flood of ingest
+        # wake-ups (and the other way round); a worker started without -Q consumes both.
+        task_queues=(Queue("celery"), Queue("workflows")),
+        task_default_queue="celery",
+        task_routes={"workflows.tasks.*": {"queue": "workflows"}},
         task_acks_late=True,
         task_reject_on_worker_lost=True,
         worker_prefetch_multiplier=1,

@@ -108,15 +108,29 @@ def runs_execute(*, limit: int = BATCH, now: datetime | None = None) -> int:
                 _end(batch, run, Run.Status.FAILED, "error", error=f"{type(exc).__name__}: {exc}"[:2000])
         _deliver(batch)
         RunStep.objects.bulk_create(batch.new_steps)
-        if batch.changed_steps:
-            RunStep.objects.bulk_update(batch.changed_steps, STEP_FIELDS)
-        Run.objects.bulk_update(runs, RUN_FIELDS)
+        _save(RunStep, batch.changed_steps, STEP_FIELDS)
+        _save(Run, runs, RUN_FIELDS)
         attempts = list(batch.wake_webhooks)
         if attempts:
             from .tasks import webhook_attempt_task
 
             transaction.on_commit(lambda: [webhook_attempt_task.delay(pk) for pk in attempts])
     return len(runs)
+
+
+def _save(model, rows: list, names: tuple[str, ...]) -> None:
+    """One UPDATE per row, sent together (psycopg pipelines executemany). Django's bulk_update
+    builds a CASE per field over every row: for a pass of 200 runs most of the executor's time."""
+    if not rows:
+        return
+    fields = [model._meta.get_field(name) for name in names]
+    assignments = ", ".join(f"{connection.ops.quote_name(field.column)} = %s" for field in fields)
+    sql = f"UPDATE {connection.ops.quote_name(model._meta.db_table)} SET {assignments} WHERE id = %s"  # noqa: S608
+    params = [
+        [field.get_db_prep_save(getattr(row, field.attname), connection) for field in fields] + [row.pk] for row in rows
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, params)
 
 
 def _load(runs: list[Run], now: datetime) -> Pass:
