@@ -263,7 +263,7 @@ def templates_used_by(project: Project) -> dict[int, list[Workflow]]:
             for definition in definitions
             if isinstance(definition, dict) and isinstance(definition.get("steps"), list)
             for step in definition["steps"]
-            if isinstance(step, dict) and step.get("type") == "email"
+            if isinstance(step, dict) and step.get("type") == "email" and isinstance(step.get("template_id"), int)
         }
         for template_id in ids:
             if isinstance(template_id, int):

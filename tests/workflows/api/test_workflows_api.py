@@ -8,11 +8,14 @@ import pytest
 from cdp.selectors import encode_cursor
 from emails.models import Delivery
 from organizations.api_keys import api_key_create
-from organizations.models import ApiKey
+from organizations.models import ApiKey, Project
 from tests.cdp.api.conftest import ApiClient, _api_urls  # noqa: F401  (autouse: the API's URL root)
+from tests.cdp.api.test_openapi import CHECKS, live_api, load_spec, schema  # noqa: F401  (live_api: a real server)
 from tests.workflows.engine import published_template, run_engine
+from tests.workflows.receiver import Reply, allowed_receiver
 from timonier import clock
-from workflows.models import Run, Workflow
+from workflows.models import Run, WebhookAttempt, Workflow
+from workflows.webhook_attempts import webhook_attempt_send
 
 pytestmark = pytest.mark.django_db
 
@@ -234,7 +237,14 @@ def test_a_draft_of_any_json_steps_is_read_with_its_problems_not_a_500(api):
     definition = {
         "trigger": {"type": "api"},
         "frequency": {"type": "once"},
-        "steps": [{"id": []}, {"id": "s", "type": "split", "branches": [{"key": {}}]}, 5],
+        "steps": [
+            {"id": []},
+            {"id": "s", "type": "split", "branches": [{"key": {}}]},
+            5,
+            {"id": "e", "type": "email", "template_id": [1]},
+            {"id": "d", "type": "delay", "duration": {"value": 1, "unit": {}}},
+            {"id": "big", "type": "email", "template_id": 2**64},
+        ],
         "edges": [{"from": "trigger", "to": ["s"]}, {"from": "s", "output": [], "to": "s"}],
     }
     workflow = create(api, definition)
@@ -615,3 +625,87 @@ def test_metrics_count_each_step_per_version_and_window(api, template):
     assert_error(api.get(metrics_path, {"since": "yesterday"}), 400,
                  "since: must be an ISO 8601 date-time, e.g. 2026-03-01T00:00:00Z")  # fmt: skip
     assert_error(api.get(metrics_path, {"since": later, "until": later}), 400, "until: must be after since")
+
+
+# --- Against the spec, on a real HTTP server -----------------------------------------------------
+
+
+def spec_call(live, path: str, method: str, *, status: int, **data):
+    """One request through schemathesis, validated by every check of the spec test; the answer must be `status`."""
+    media_type = "application/json" if "body" in data else None
+    case = schema[path][method].Case(media_type=media_type, **data)
+    response = case.call_and_validate(base_url=live.url, headers=live.auth, checks=CHECKS, timeout=10)
+    assert response.status_code == status, response.text
+    return response.json() if response.content else None
+
+
+def send_due_webhooks() -> None:
+    """What the webhook tasks do after the executor's commit (no worker here)."""
+    for attempt in WebhookAttempt.objects.filter(status=WebhookAttempt.Status.QUEUED, due_at__lte=clock.now()):
+        webhook_attempt_send(attempt_id=attempt.pk)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_every_workflow_operation_answers_as_documented_with_runs_that_have_history(live_api, settings):  # noqa: F811
+    """The statuses and shapes the generated requests rarely reach: runs with steps, a delivery and
+    webhook attempts, metrics with counts, 409s, 201 then 200 for one key."""
+    project = Project.objects.get(pk=live_api.project_id)
+    template = published_template(project, name="Guide Thank You")  # the seed made "Purchase Thank You"
+    with allowed_receiver(settings) as receiver:
+        receiver.reply(Reply(503))
+        definition = guide_definition(template.pk)
+        definition["steps"].append({"id": "notify", "type": "webhook", "url": receiver.url("/orders")})
+        definition["edges"].append({"from": "thank_you", "to": "notify"})
+        created = spec_call(
+            live_api, "/v1/workflows", "POST", status=201, body={"name": "Guide", "definition": definition}
+        )
+        one = {"path_parameters": {"workflow_id": created["id"]}}
+        assert (
+            spec_call(live_api, "/v1/workflows/{workflow_id}/pause", "POST", status=409, **one)["error"] == "conflict"
+        )
+        spec_call(live_api, "/v1/workflows/{workflow_id}/activate", "POST", status=200, **one)
+        live_api.post("/v1/track", {"customer_id": "user_001", "event": "purchase", "properties": {"item": "Mug"}})
+        live_api.process()
+        run_engine(project)
+        send_due_webhooks()
+        run_engine(project)
+
+        (run,) = spec_call(live_api, "/v1/workflows/{workflow_id}/runs", "GET", status=200, **one)["runs"]
+    assert [step["step_id"] for step in run["steps"]] == ["thank_you", "notify"]
+    assert run["steps"][0]["delivery_id"] is not None
+    assert run["steps"][1]["webhook_attempts"][0]["response_status"] == 503
+    customer_runs = {"path_parameters": {"customer_id": "user_001"}, "query": {"status": run["status"]}}
+    assert run in spec_call(live_api, "/v1/customers/{customer_id}/runs", "GET", status=200, **customer_runs)["runs"]
+    metrics = spec_call(live_api, "/v1/workflows/{workflow_id}/metrics", "GET", status=200, query={"version": 1}, **one)
+    assert [step["entered"] for step in metrics["steps"]] == [1, 1]
+    spec_call(live_api, "/v1/workflows/{workflow_id}/pause", "POST", status=200, **one)
+    spec_call(live_api, "/v1/workflows/{workflow_id}/resume", "POST", status=200, body={"overdue": "run"}, **one)
+    enrolment = {"body": {"customer_id": "user_001", "key": "k1"}, **one}
+    refused = spec_call(live_api, "/v1/workflows/{workflow_id}/enrollments", "POST", status=409, **enrolment)
+    assert refused["message"] == "workflow_id: the workflow's trigger is not API"
+    seeded = {"path_parameters": {"workflow_id": 1}, "body": {"customer_id": "user_001", "key": "k1"}}
+    first = spec_call(live_api, "/v1/workflows/{workflow_id}/enrollments", "POST", status=201, **seeded)
+    assert spec_call(live_api, "/v1/workflows/{workflow_id}/enrollments", "POST", status=200, **seeded) == first
+    broken = {"definition": guide_definition(987654)}
+    spec_call(live_api, "/v1/workflows/{workflow_id}", "PATCH", status=200, body=broken, **one)
+    problems = spec_call(live_api, "/v1/workflows/{workflow_id}/activate", "POST", status=400, **one)["errors"]
+    assert problems == ["definition.steps[0].template_id: no published email template 987654 in this project"]
+    assert spec_call(live_api, "/v1/workflows", "GET", status=200, query={"limit": 1})["next_cursor"]
+    spec_call(live_api, "/v1/workflows/{workflow_id}/archive", "POST", status=200, **one)
+    spec_call(live_api, "/v1/workflows/{workflow_id}", "DELETE", status=204, **one)
+    spec_call(live_api, "/v1/workflows/{workflow_id}", "GET", status=404, **one)
+
+
+def test_the_specs_two_example_definitions_activate_once_their_templates_exist(api, template):
+    examples = load_spec()["paths"]["/v1/workflows"]["post"]["requestBody"]["content"]["application/json"]["examples"]
+    assert set(examples) == {"purchaseFollowUp", "cartAbandonment"}
+    for example in examples.values():
+        body = example["value"]
+        for step in body["definition"]["steps"]:
+            if step["type"] == "email":
+                step["template_id"] = template.pk
+
+        workflow = create(api, body["definition"], body["name"], description=body["description"])
+
+        assert workflow["problems"] == []
+        assert action(api, workflow, "activate").json()["status"] == "active"
