@@ -35,6 +35,7 @@ RUN_STATUSES = tuple(Run.Status.values)
 # The metrics window when `since` / `until` are not sent: every step ever entered.
 EVER_SINCE = datetime(1970, 1, 1, tzinfo=UTC)
 EVER_UNTIL = datetime(9999, 12, 31, tzinfo=UTC)
+HUGE = 2**63  # the magnitude from which a number is refused in a definition (see `_has_huge_number`)
 
 
 # --- Answers ------------------------------------------------------------------------------------
@@ -443,9 +444,28 @@ def _read_fields(request: HttpRequest, *, partial: bool) -> tuple[dict, list[str
             problems.append("definition: must be an object (see docs/workflows.md)")
         # Deep or large definitions are the services' to refuse (size_problems); the others are
         # serialised here, and PostgreSQL's jsonb cannot hold a NUL character.
-        elif not size_problems(definition) and b"\\u0000" in orjson.dumps(definition):
-            problems.append("definition: contains a NUL character")
+        elif not size_problems(definition):
+            if b"\\u0000" in orjson.dumps(definition):
+                problems.append("definition: contains a NUL character")
+            if _has_huge_number(definition):
+                problems.append(f"definition: holds a number over {HUGE - 1} in magnitude")
     return {key: body[key] for key in FIELDS if key in body}, problems
+
+
+def _has_huge_number(value) -> bool:
+    """Whether a JSON value holds a number of 2**63 or more in magnitude. PostgreSQL's jsonb keeps
+    1e20 as the integer 100000000000000000000, which reads back as a Python int that orjson cannot
+    serialise: the workflow could be stored but never answered again."""
+    pending = [value]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, dict):
+            pending.extend(current.values())
+        elif isinstance(current, list):
+            pending.extend(current)
+        elif isinstance(current, (int, float)) and not isinstance(current, bool) and abs(current) >= HUGE:
+            return True
+    return False
 
 
 def _refused(exc: ValidationError) -> HttpResponse:

@@ -243,7 +243,6 @@ def test_a_draft_of_any_json_steps_is_read_with_its_problems_not_a_500(api):
             5,
             {"id": "e", "type": "email", "template_id": [1]},
             {"id": "d", "type": "delay", "duration": {"value": 1, "unit": {}}},
-            {"id": "big", "type": "email", "template_id": 2**64},
         ],
         "edges": [{"from": "trigger", "to": ["s"]}, {"from": "s", "output": [], "to": "s"}],
     }
@@ -253,6 +252,18 @@ def test_a_draft_of_any_json_steps_is_read_with_its_problems_not_a_500(api):
     assert "steps[2]: must be an object" in workflow["problems"]
     assert api.get(f"/v1/workflows/{workflow['id']}/metrics").status_code == 200
     assert_bad_request(action(api, workflow, "activate"))
+
+
+def test_a_number_postgresql_would_give_back_too_large_to_answer_is_refused(api, template):
+    definition = guide_definition(template.pk)
+
+    for huge in (2**64, 1e20):
+        definition["steps"][0]["template_id"] = huge
+        assert_bad_request(
+            api.post("/v1/workflows", {"name": "Huge", "definition": definition}),
+            "definition: holds a number over 9223372036854775807 in magnitude",
+        )
+    assert not Workflow.objects.exists()
 
 
 def test_list_pages_by_name_with_next_cursor(api, template):
