@@ -69,7 +69,9 @@ def configure(celery_app: Celery) -> None:
         task_ignore_result=True,
         # Workflow execution has a queue of its own, so due runs never wait behind a flood of ingest
         # wake-ups (and the other way round); a worker started without -Q consumes both.
-        task_queues=(Queue("celery"), Queue("workflows")),
+        # Each queue its own routing key: without one, Celery binds both with "celery" and a message
+        # published to either lands in both.
+        task_queues=(Queue("celery", routing_key="celery"), Queue("workflows", routing_key="workflows")),
         task_default_queue="celery",
         task_routes={"workflows.tasks.*": {"queue": "workflows"}},
         task_acks_late=True,
