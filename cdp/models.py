@@ -1,7 +1,8 @@
 """Customers, their identities and events, and the inbox of accepted commands.
 
 The API never writes customers or events: it stores each accepted request as a `Command` row
-(durable once committed) and answers. Workers drain the inbox in batches (see `cdp/processing.py`).
+(durable once committed) and answers. Workers drain the inbox in batches, each partition of a
+project on its own (see `cdp/processing.py`).
 """
 
 import uuid
@@ -14,22 +15,28 @@ from timonier import clock
 
 
 class Command(models.Model):
-    """An accepted API request waiting to be processed: one row per request, many messages.
+    """An accepted API request waiting to be processed: one row per request and partition.
 
-    `payload` holds the validated, normalised messages as JSON text (a list). Rows are deleted in
-    the same transaction that applies them, so a command is applied exactly once even though the
-    worker that claims it may die half-way (its transaction then rolls back).
+    `payload` holds the validated, normalised messages as JSON text (a list). A request whose
+    calls fall in several partitions of the project (`cdp.inbox.partition_of`) is stored as one
+    row per partition, all with the request's `command_id`, each keeping its calls' order. Rows are
+    deleted in the same transaction that applies them, so a command is applied exactly once even
+    though the worker that claims it may die half-way (its transaction then rolls back).
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+", db_index=False)
-    command_id = models.UUIDField(default=uuid.uuid4, unique=True)
+    partition = models.PositiveSmallIntegerField(default=0)
+    command_id = models.UUIDField(default=uuid.uuid4)
     received_at = models.DateTimeField(default=clock.now)
     message_count = models.PositiveIntegerField(default=1)
     payload = models.TextField()
     attempts = models.PositiveSmallIntegerField(default=0)
 
     class Meta:
-        indexes = [models.Index(fields=["project", "id"], name="cdp_command_project_id")]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "command_id", "partition"], name="cdp_command_piece_unique")
+        ]
+        indexes = [models.Index(fields=["project", "partition", "id"], name="cdp_command_partition_id")]
 
     def __str__(self) -> str:
         return f"command {self.command_id} ({self.message_count} messages)"
@@ -39,17 +46,26 @@ class FailedCommand(models.Model):
     """A command the processor could not apply after several attempts, set aside with its error.
 
     Kept whole, so nothing accepted is lost: once the cause is fixed it can be put back in the
-    inbox (`manage.py replay_failed_commands`). Database outages never land here: only errors
-    that would recur on every attempt (bad data), so one bad command cannot block a project.
+    inbox, in its partition (`manage.py replay_failed_commands`). Database outages never land
+    here: only errors that would recur on every attempt (bad data), so one bad command cannot
+    block a partition.
     """
 
     project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="+")
-    command_id = models.UUIDField(unique=True)
+    partition = models.PositiveSmallIntegerField(default=0)
+    command_id = models.UUIDField()
     received_at = models.DateTimeField()
     message_count = models.PositiveIntegerField()
     payload = models.TextField()
     error = models.TextField()
     failed_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "command_id", "partition"], name="cdp_failedcommand_piece_unique"
+            )
+        ]
 
     def __str__(self) -> str:
         return f"failed command {self.command_id}"

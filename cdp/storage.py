@@ -1,7 +1,7 @@
 """Bulk SQL for the command processor, per database.
 
 PostgreSQL gets COPY for events and one `UPDATE … FROM (VALUES …)` for customers; SQLite gets
-`executemany`. Both take rows already resolved by `cdp/processing.py`, inside its transaction.
+`executemany`. Both take rows already resolved by `cdp/batches.py`, inside its transaction.
 """
 
 from collections.abc import Iterable, Sequence
@@ -47,16 +47,44 @@ def _dt(value: datetime):
     return connection.ops.adapt_datetimefield_value(value)
 
 
-def project_lock(project_id: int) -> bool:
-    """Serialise processing per project for the current transaction; False if another worker has it.
+PARTITION_LOCK_NAMESPACE = 7_301_000  # + the partition: pg advisory locks (namespace, project id)
+
+
+def partition_lock_key(project_id: int, partition: int) -> tuple[int, int]:
+    return PARTITION_LOCK_NAMESPACE + partition, project_id
+
+
+def partition_lock(project_id: int, partition: int) -> bool:
+    """Serialise processing per (project, partition) for the current transaction; False if another
+    worker has it.
 
     On SQLite the transaction itself (BEGIN IMMEDIATE) already holds the database's write lock.
     """
     if not is_postgres():
         return True
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", [7_301, project_id])
+        cursor.execute("SELECT pg_try_advisory_xact_lock(%s, %s)", partition_lock_key(project_id, partition))
         return bool(cursor.fetchone()[0])
+
+
+def customers_lock(ids: Iterable[int]) -> list[tuple[int, str | None, float, float]]:
+    """Lock these customers' rows until the transaction ends, in id order (two batches locking
+    overlapping sets cannot deadlock on them), and read (id, external_id, first seen, last seen as
+    epoch seconds): what a batch of events needs. A row deleted meanwhile is left out.
+
+    FOR NO KEY UPDATE, the lock an UPDATE of the row takes: it waits for another batch's lock or
+    DELETE, but not for the key-share locks of rows inserted that point to the customer (events).
+    On SQLite the transaction already holds the database's write lock.
+    """
+    if is_postgres():
+        sql = (
+            "SELECT id, external_id, EXTRACT(EPOCH FROM first_seen_at)::float8, "
+            "EXTRACT(EPOCH FROM last_seen_at)::float8 FROM cdp_customer WHERE id {values} "
+            "ORDER BY id FOR NO KEY UPDATE"
+        )
+        return select_in(sql, [], ids)
+    rows = select_in("SELECT id, external_id, first_seen_at, last_seen_at FROM cdp_customer WHERE id {values}", [], ids)
+    return [(pk, ext, _aware(first).timestamp(), _aware(last).timestamp()) for pk, ext, first, last in rows]
 
 
 def events_insert(rows: Sequence[tuple]) -> None:
@@ -143,18 +171,6 @@ def customers_load(ids: Iterable[int]) -> list[dict]:
         }
         for pk, external_id, traits, trait_times, first_seen, last_seen in rows
     ]
-
-
-def customers_load_light(ids: Iterable[int]) -> list[tuple[int, str | None, float, float]]:
-    """(id, external_id, first seen, last seen as epoch seconds): what a batch of events needs."""
-    if is_postgres():
-        sql = (
-            "SELECT id, external_id, EXTRACT(EPOCH FROM first_seen_at)::float8, "
-            "EXTRACT(EPOCH FROM last_seen_at)::float8 FROM cdp_customer WHERE id {values}"
-        )
-        return select_in(sql, [], ids)
-    rows = select_in("SELECT id, external_id, first_seen_at, last_seen_at FROM cdp_customer WHERE id {values}", [], ids)
-    return [(pk, ext, _aware(first).timestamp(), _aware(last).timestamp()) for pk, ext, first, last in rows]
 
 
 def _json(value):

@@ -233,6 +233,12 @@ API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
 # Requests with a missing, unknown or revoked key one client address may send per minute before
 # it gets 429 (cdp/ratelimit.py); the address as accounts/throttling.py's client_address reads it.
 API_BAD_KEY_LIMIT = env.int("API_BAD_KEY_LIMIT", default=20)
+# Ingest: partitions of each project's inbox (cdp/processing.py), each drained by one worker at a
+# time, so up to this many workers share one project. Change it only with an empty inbox: calls
+# already queued stay in the partition they were given.
+INGEST_PARTITIONS = env.int("INGEST_PARTITIONS", default=8)
+if not 1 <= INGEST_PARTITIONS <= 1024:
+    raise ImproperlyConfigured(f"INGEST_PARTITIONS must be between 1 and 1024, not {INGEST_PARTITIONS}")
 
 # Segments: how often segments with a relative time window are re-evaluated (customers age out
 # of "purchased in the last 7 days"), and how often every segment is rebuilt from scratch.

@@ -65,6 +65,8 @@ def rate_limit(api_key: ApiKey) -> None:
 
 
 def enqueue(project_id: int, messages: list[dict], received_at) -> str:
+    """Store the request's calls; the answer's command_id names them all, though calls of customers
+    in different partitions of the project are stored (and applied) as one command per partition."""
     try:
         return str(inbox.commands_enqueue(project_id=project_id, messages=messages, received_at=received_at))
     except DatabaseError:

@@ -24,6 +24,7 @@ class Command(BaseCommand):
             with transaction.atomic():
                 InboxCommand.objects.create(
                     project_id=item.project_id,
+                    partition=item.partition,
                     command_id=item.command_id,
                     received_at=item.received_at,
                     message_count=item.message_count,

@@ -261,7 +261,7 @@ def test_events_are_paginated_newest_first_and_filtered_by_name(api):
     assert [e["event"] for e in purchases] == ["purchase", "purchase"]
 
 
-def test_another_worker_holding_the_project_is_skipped(api):
+def test_another_worker_holding_the_partition_is_skipped(api):
     api.post("/v1/track", {"customer_id": "u", "event": "e"})
     from django.db import connection
 
@@ -269,12 +269,16 @@ def test_another_worker_holding_the_project_is_skipped(api):
         pytest.skip("advisory locks are PostgreSQL's")
     from django.db import connections
 
+    from cdp.inbox import partition_of
+    from cdp.storage import partition_lock_key
+
+    key = partition_lock_key(api.project.pk, partition_of({"customer_id": "u"}))
     other = connections.create_connection("default")
     try:
         with other.cursor() as cursor:
-            cursor.execute("BEGIN; SELECT pg_advisory_lock(7301, %s)", [api.project.pk])
+            cursor.execute("BEGIN; SELECT pg_advisory_lock(%s, %s)", key)
             assert commands_process(project_id=api.project.pk) is None
-            cursor.execute("SELECT pg_advisory_unlock(7301, %s); COMMIT", [api.project.pk])
+            cursor.execute("SELECT pg_advisory_unlock(%s, %s); COMMIT", key)
     finally:
         other.close()
 
