@@ -6,6 +6,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
+from django.db.models import Case, F, Value, When
 
 from timonier import clock
 
@@ -89,9 +90,15 @@ def delivery_send(*, delivery_id: int, connection=None) -> Delivery | None:
     delivery.sent_at = clock.now()
     delivery.message_id = message.extra_headers["Message-ID"]
     delivery.error = ""
-    Delivery.objects.filter(pk=delivery.pk).update(sent_at=delivery.sent_at, message_id=delivery.message_id)
-    # An open may already have been recorded (a fast reader): never move the status back.
-    Delivery.objects.filter(pk=delivery.pk, status=Delivery.Status.SENDING).update(status=delivery.status)
+    # One statement: an open may already have been recorded (a fast reader), so the status moves to
+    # sent only from sending, never back.
+    Delivery.objects.filter(pk=delivery.pk).update(
+        sent_at=delivery.sent_at,
+        message_id=delivery.message_id,
+        status=Case(
+            When(status=Delivery.Status.SENDING, then=Value(Delivery.Status.SENT)), default=F("status")
+        ),
+    )
     return delivery
 
 
