@@ -1,6 +1,5 @@
 """Reads of customers and events. Every function takes the project first: no unscoped query."""
 
-import base64
 from datetime import datetime
 
 import orjson
@@ -8,26 +7,9 @@ from django.db.models import Q
 from django.db.models.fields.json import KeyTransform
 
 from organizations.models import Project
+from timonier.api.cursors import BadCursor, decode_cursor, encode_cursor
 
 from .models import Customer, Event, Identity
-
-
-class BadCursor(ValueError):
-    pass
-
-
-def encode_cursor(*values) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps(values)).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> list:
-    try:
-        values = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-    except (ValueError, orjson.JSONDecodeError):
-        raise BadCursor("cursor: not a cursor this API returned") from None
-    if not isinstance(values, list):
-        raise BadCursor("cursor: not a cursor this API returned")
-    return values
 
 
 def customer_by_id(project: Project, customer_id: str) -> Customer | None:

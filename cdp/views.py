@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import dateformat, timezone
 
 from organizations.scoping import project_view
+from timonier.api.cursors import BadCursor
 
 from . import dashboard, selectors
 from .models import Event
@@ -48,7 +49,7 @@ def customer_list(request: HttpRequest) -> HttpResponse:
         customers, next_cursor = selectors.customers_list(
             request.project, limit=CUSTOMERS_PER_PAGE, cursor=cursor, search=search or None
         )
-    except selectors.BadCursor as exc:
+    except BadCursor as exc:
         raise BadRequest(str(exc)) from None
     context = {"customers": customers, "next_cursor": next_cursor, "cursor": cursor, "search": search}
     if not customers and not search and not cursor:
@@ -67,7 +68,7 @@ def customer_detail(request: HttpRequest, pk: int) -> HttpResponse:
         events, next_cursor = selectors.customer_events_page(
             request.project, customer, limit=EVENTS_PER_PAGE, cursor=cursor, name=name or None
         )
-    except selectors.BadCursor as exc:
+    except BadCursor as exc:
         raise BadRequest(str(exc)) from None
     context = {
         "customer": customer,

@@ -1,7 +1,7 @@
 """The Segments API of the CDP API service (:3030): list, create, read, change and delete a
 project's segments, and page through their members.
 
-Plain Django views on the CDP API's plumbing (`cdp.api`): the key's project, the rate limit, the
+Plain Django views on the shared API plumbing (`timonier.api`): the key's project, the rate limit, the
 405 answer and the error shape come from `read_view`. Writes go through `segments.services` only,
 which validate the condition and schedule the background build.
 """
@@ -10,15 +10,15 @@ from django.core.exceptions import ValidationError
 from django.db.models import Q
 from django.http import HttpRequest, HttpResponse
 
-from cdp.api.customers import _iso, _limit, read_view
 from cdp.api.http import ApiError, json_response, read_json_body
 from cdp.api.ingest import SINGLE_BODY_LIMIT
-from cdp.selectors import BadCursor, decode_cursor, encode_cursor, first_anonymous_ids
+from cdp.selectors import first_anonymous_ids
+from timonier.api.cursors import MAX_ID, decode_name_cursor, encode_cursor
+from timonier.api.views import iso, named_fields_problems, no_content, page_limit, read_view, validation_error_response
 
 from . import selectors, services
 from .conditions import validate
 from .models import Segment
-from .selectors import MAX_ID, is_id
 
 FIELDS = ("name", "description", "condition")
 
@@ -31,18 +31,10 @@ def segment_json(segment: Segment) -> dict:
         "condition": segment.condition,
         "status": segment.status,
         "member_count": segment.member_count,
-        "last_computed_at": _iso(segment.last_computed_at),
-        "created_at": _iso(segment.created_at),
-        "updated_at": _iso(segment.updated_at),
+        "last_computed_at": iso(segment.last_computed_at),
+        "created_at": iso(segment.created_at),
+        "updated_at": iso(segment.updated_at),
     }
-
-
-def validation_error_response(problems: list[str]) -> HttpResponse:
-    """The 400 of the error shape, with every problem in `message` and one per item of `errors`."""
-    return json_response(
-        {"error": "bad_request", "code": "bad_request", "message": "; ".join(problems), "errors": problems},
-        status=400,
-    )
 
 
 @read_view(("GET", "POST"))
@@ -52,7 +44,7 @@ def segments(request: HttpRequest, project) -> HttpResponse:
     unknown = sorted(set(request.GET) - {"limit", "cursor"})
     if unknown:
         raise ApiError(400, f"{unknown[0]}: unknown parameter; expected limit or cursor")
-    rows, next_cursor = _segments_page(project, limit=_limit(request), cursor=request.GET.get("cursor"))
+    rows, next_cursor = _segments_page(project, limit=page_limit(request), cursor=request.GET.get("cursor"))
     return json_response({"segments": [segment_json(s) for s in rows], "next_cursor": next_cursor})
 
 
@@ -77,9 +69,7 @@ def segment_detail(request: HttpRequest, project, segment_id: str) -> HttpRespon
             services.segment_delete(segment=segment)
         except ValidationError as exc:
             raise ApiError(409, f"segment_id: {' '.join(exc.messages)}") from None
-        response = HttpResponse(status=204)
-        del response["Content-Type"]  # no body, so no type
-        return response
+        return no_content()
     fields, problems = _read_fields(request, partial=True)
     if problems:
         return validation_error_response(problems)
@@ -99,14 +89,14 @@ def segment_members(request: HttpRequest, project, segment_id: str) -> HttpRespo
     if unknown:
         raise ApiError(400, f"{unknown[0]}: unknown parameter; expected limit or cursor")
     rows, next_cursor = selectors.segment_members_page(
-        project, segment, limit=_limit(request), cursor=request.GET.get("cursor")
+        project, segment, limit=page_limit(request), cursor=request.GET.get("cursor")
     )
     anonymous_ids = first_anonymous_ids(project, [row.customer_id for row in rows if not row.customer.external_id])
     members = [
         {
             "customer_id": row.customer.external_id,
             "anonymous_id": anonymous_ids.get(row.customer_id),
-            "entered_at": _iso(row.entered_at),
+            "entered_at": iso(row.entered_at),
         }
         for row in rows
     ]
@@ -131,18 +121,7 @@ def _read_fields(request: HttpRequest, *, partial: bool) -> tuple[dict, list[str
     body = read_json_body(request, limit=SINGLE_BODY_LIMIT)
     if not isinstance(body, dict):
         raise ApiError(400, "body: must be a JSON object with name, description and condition")
-    problems = [
-        f"{key}: unknown field; expected one of: {', '.join(FIELDS)}" for key in sorted(body) if key not in FIELDS
-    ]
-    if partial and not any(key in body for key in FIELDS):
-        problems.append(f"body: send at least one of: {', '.join(FIELDS)}")
-    if not partial:
-        problems += [f"{key}: is required" for key in ("name", "condition") if key not in body]
-    for key in ("name", "description"):
-        if key in body and not isinstance(body[key], str):
-            problems.append(f"{key}: must be a string")
-        elif key in body and "\x00" in body[key]:
-            problems.append(f"{key}: contains a NUL character")
+    problems = named_fields_problems(body, FIELDS, required=("name", "condition"), partial=partial)
     if "condition" in body:
         if not isinstance(body["condition"], dict):
             problems.append("condition: must be an object")
@@ -188,10 +167,7 @@ def _segments_page(project, *, limit: int, cursor: str | None) -> tuple[list[Seg
     """The project's segments by name then id, keyset-paginated on (name, id)."""
     query = selectors.segments_list(project)
     if cursor:
-        values = decode_cursor(cursor)
-        if len(values) != 2 or not isinstance(values[0], str) or not is_id(values[1]) or "\x00" in values[0]:
-            raise BadCursor("cursor: not a cursor this API returned")
-        name, last_id = values
+        name, last_id = decode_name_cursor(cursor)
         query = query.filter(Q(name__gt=name) | Q(name=name, pk__gt=last_id))
     rows = list(query[: limit + 1])
     next_cursor = encode_cursor(rows[limit - 1].name, rows[limit - 1].pk) if len(rows) > limit else None

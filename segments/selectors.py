@@ -7,8 +7,8 @@ from django.db.models import Case, IntegerField, Q, QuerySet, Sum, Value, When
 from django.db.models.functions import TruncDate
 
 from cdp.models import Customer
-from cdp.selectors import BadCursor, decode_cursor, encode_cursor
 from organizations.models import Project
+from timonier.api.cursors import BadCursor, decode_cursor, encode_cursor, is_id
 
 from .conditions import (
     compile_sql,
@@ -134,11 +134,3 @@ def customer_segment_changes_between(
     if until is not None:
         query = query.filter(at__lte=until)
     return list(query[:limit])
-
-
-# Ids are PostgreSQL bigints: a larger number cannot be any row's (and would fail the query).
-MAX_ID = 2**63 - 1
-
-
-def is_id(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_ID

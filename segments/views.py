@@ -6,9 +6,9 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
-from cdp.selectors import BadCursor
 from organizations.scoping import project_view
 from timonier import clock
+from timonier.api.cursors import BadCursor
 
 from . import selectors, services
 from .conditions import grammar, referenced_segments

@@ -2,7 +2,7 @@
 the life of a workflow, its runs and a customer's, enrolments of API-triggered workflows, and
 per-step counts.
 
-Plain Django views on the CDP API's plumbing (`cdp.api`), as `segments/api.py`: the key's project
+Plain Django views on the shared API plumbing (`timonier.api`), as `segments/api.py`: the key's project
 (a secret key), the rate limit, the 405 answer and the error shape come from `read_view`. Every
 write goes through `workflows.services`, which holds the rules (definition problems, which
 status may follow which, frequency); these views only read requests and shape answers.
@@ -15,13 +15,12 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils.dateparse import parse_datetime
 
-from cdp.api.customers import _customer_or_404, _iso, _limit, read_view
+from cdp.api.customers import _customer_or_404
 from cdp.api.http import ApiError, json_response, read_json_body
 from cdp.api.ingest import SINGLE_BODY_LIMIT
 from cdp.messages import CUSTOMER_ID_RE, ID_MAX, MessageError, _object
-from cdp.selectors import BadCursor, decode_cursor, encode_cursor
-from segments.api import validation_error_response
-from segments.selectors import MAX_ID, is_id
+from timonier.api.cursors import MAX_ID, BadCursor, decode_cursor, decode_name_cursor, encode_cursor, is_id
+from timonier.api.views import iso, named_fields_problems, no_content, page_limit, read_view, validation_error_response
 
 from . import api_selectors, selectors, services, triggers
 from .definition import MAX_BYTES, size_problems
@@ -51,19 +50,19 @@ def workflow_json(workflow: Workflow, versions: list[WorkflowVersion], problems:
         "definition": workflow.definition,
         "has_unpublished_changes": workflow.has_unpublished_changes,
         "active_version": (
-            {"number": active.number, "published_at": _iso(active.published_at)} if active is not None else None
+            {"number": active.number, "published_at": iso(active.published_at)} if active is not None else None
         ),
         "versions": [
             {
                 "number": version.number,
-                "published_at": _iso(version.published_at),
+                "published_at": iso(version.published_at),
                 "runs_in_progress": version.runs_in_progress,
             }
             for version in versions
         ],
         "problems": problems,
-        "created_at": _iso(workflow.created_at),
-        "updated_at": _iso(workflow.updated_at),
+        "created_at": iso(workflow.created_at),
+        "updated_at": iso(workflow.updated_at),
     }
 
 
@@ -92,19 +91,19 @@ def run_json(run: Run) -> dict:
         "customer_id": run.customer.external_id,
         "status": run.status,
         "current_step": run.current_step or None,
-        "started_at": _iso(run.started_at),
-        "ended_at": _iso(run.ended_at),
+        "started_at": iso(run.started_at),
+        "ended_at": iso(run.ended_at),
         "exit_reason": run.exit_reason or None,
-        "wake_at": _iso(run.wake_at),
-        "converted_at": _iso(run.converted_at),
+        "wake_at": iso(run.wake_at),
+        "converted_at": iso(run.converted_at),
         "attention": run.attention or None,
         "steps": [
             {
                 "seq": step.seq,
                 "step_id": step.step_id,
                 "step_type": step.step_type,
-                "entered_at": _iso(step.entered_at),
-                "left_at": _iso(step.left_at),
+                "entered_at": iso(step.entered_at),
+                "left_at": iso(step.left_at),
                 "outcome": step.outcome or None,
                 "delivery_id": step.delivery_id,
                 "webhook_attempts": [
@@ -114,7 +113,7 @@ def run_json(run: Run) -> dict:
                         "response_status": attempt.response_status,
                         "latency_ms": attempt.latency_ms,
                         "error": attempt.error or None,
-                        "started_at": _iso(attempt.started_at),
+                        "started_at": iso(attempt.started_at),
                     }
                     for attempt in step.attempts
                 ],
@@ -129,12 +128,6 @@ def _runs_answer(rows: list[Run], more: bool) -> HttpResponse:
     return json_response({"runs": [run_json(run) for run in rows], "next_cursor": next_cursor})
 
 
-def _no_content() -> HttpResponse:
-    response = HttpResponse(status=204)
-    del response["Content-Type"]  # no body, so no type
-    return response
-
-
 # --- Workflows ----------------------------------------------------------------------------------
 
 
@@ -145,11 +138,8 @@ def workflows(request: HttpRequest, project) -> HttpResponse:
     _only_params(request, "limit", "cursor")
     after = None
     if request.GET.get("cursor"):
-        values = decode_cursor(request.GET["cursor"])
-        if len(values) != 2 or not isinstance(values[0], str) or not is_id(values[1]) or "\x00" in values[0]:
-            raise BadCursor("cursor: not a cursor this API returned")
-        after = (values[0], values[1])
-    rows, more = api_selectors.workflows_page(project, limit=_limit(request), after=after)
+        after = decode_name_cursor(request.GET["cursor"])
+    rows, more = api_selectors.workflows_page(project, limit=page_limit(request), after=after)
     next_cursor = encode_cursor(rows[-1].name, rows[-1].pk) if more else None
     return json_response({"workflows": _workflows_json(project, rows), "next_cursor": next_cursor})
 
@@ -172,7 +162,7 @@ def workflow_detail(request: HttpRequest, project, workflow_id: str) -> HttpResp
         return _workflow_answer(project, workflow)
     if request.method == "DELETE":
         services.workflow_delete(workflow=workflow)
-        return _no_content()
+        return no_content()
     fields, problems = _read_fields(request, partial=True)
     if problems:
         return validation_error_response(problems)
@@ -248,7 +238,7 @@ def workflow_runs(request: HttpRequest, project, workflow_id: str) -> HttpRespon
         customer=customer,
         status=_run_status(request),
         before=_run_cursor(request),
-        limit=_limit(request),
+        limit=page_limit(request),
     )
     return _runs_answer(rows, more)
 
@@ -258,7 +248,7 @@ def customer_runs(request: HttpRequest, project, customer_id: str) -> HttpRespon
     customer = _customer_or_404(project, customer_id)
     _only_params(request, "limit", "cursor", "status")
     rows, more = api_selectors.runs_page(
-        project, customer=customer, status=_run_status(request), before=_run_cursor(request), limit=_limit(request)
+        project, customer=customer, status=_run_status(request), before=_run_cursor(request), limit=page_limit(request)
     )
     return _runs_answer(rows, more)
 
@@ -348,8 +338,8 @@ def workflow_metrics(request: HttpRequest, project, workflow_id: str) -> HttpRes
         {
             "workflow_id": workflow.pk,
             "version": version.number if version is not None else None,
-            "since": _iso(since),
-            "until": _iso(until),
+            "since": iso(since),
+            "until": iso(until),
             "steps": [
                 {
                     "step_id": step.step_id,
@@ -426,18 +416,7 @@ def _read_fields(request: HttpRequest, *, partial: bool) -> tuple[dict, list[str
     body = read_json_body(request, limit=BODY_LIMIT)
     if not isinstance(body, dict):
         raise ApiError(400, "body: must be a JSON object with name, description and definition")
-    problems = [
-        f"{key}: unknown field; expected one of: {', '.join(FIELDS)}" for key in sorted(body) if key not in FIELDS
-    ]
-    if partial and not any(key in body for key in FIELDS):
-        problems.append(f"body: send at least one of: {', '.join(FIELDS)}")
-    if not partial:
-        problems += [f"{key}: is required" for key in ("name", "definition") if key not in body]
-    for key in ("name", "description"):
-        if key in body and not isinstance(body[key], str):
-            problems.append(f"{key}: must be a string")
-        elif key in body and "\x00" in body[key]:
-            problems.append(f"{key}: contains a NUL character")
+    problems = named_fields_problems(body, FIELDS, required=("name", "definition"), partial=partial)
     if "definition" in body:
         definition = body["definition"]
         if not isinstance(definition, dict):

@@ -10,8 +10,8 @@ from datetime import datetime
 from django import template
 
 from cdp.dashboard import Bar, nice_ceiling
-from cdp.selectors import BadCursor, decode_cursor
 from segments import selectors
+from timonier.api.cursors import BadCursor, decode_cursor
 
 register = template.Library()
 

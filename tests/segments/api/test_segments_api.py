@@ -4,9 +4,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cdp.selectors import encode_cursor
 from segments.membership import membership_rebuild
 from segments.models import Membership, Segment
+from timonier.api.cursors import encode_cursor
 
 pytestmark = pytest.mark.django_db
 

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from cdp.selectors import encode_cursor
 from emails.models import Delivery
 from organizations.api_keys import api_key_create
 from organizations.models import ApiKey, Project
@@ -14,6 +13,7 @@ from tests.cdp.api.test_openapi import CHECKS, live_api, load_spec, schema  # no
 from tests.workflows.engine import published_template, run_engine
 from tests.workflows.receiver import Reply, allowed_receiver
 from timonier import clock
+from timonier.api.cursors import encode_cursor
 from workflows.models import Run, WebhookAttempt, Workflow
 from workflows.webhook_attempts import webhook_attempt_send
 
