@@ -11,7 +11,7 @@ from django.views.decorators.http import require_POST
 from accounts.auth import recovery_codes_pop, verified_login_required
 from cdp import dashboard as cdp_dashboard
 from emails import sender_policy
-from timonier import clock
+from timonier import charts, clock
 from timonier import secrets as timonier_secrets
 
 from . import api_keys, selectors, services
@@ -73,7 +73,7 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     now = clock.now()
     latest = cdp_dashboard.events_latest(request.project, limit=cdp_dashboard.LATEST_EVENTS)
     context = {
-        "chart": cdp_dashboard.events_chart(cdp_dashboard.events_per_hour(request.project, now=now)),
+        "chart": charts.events_chart(cdp_dashboard.events_per_hour(request.project, now=now)),
         "customers": cdp_dashboard.customer_counts(request.project, now=now),
         "latest_events": latest,
         "latest_id": max((event.pk for event in latest), default=0),

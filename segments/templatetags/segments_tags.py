@@ -9,9 +9,9 @@ from datetime import datetime
 
 from django import template
 
-from cdp.dashboard import Bar, nice_ceiling
 from segments import selectors
 from timonier.api.cursors import BadCursor, decode_cursor
+from timonier.charts import Bar, nice_ceiling
 
 register = template.Library()
 

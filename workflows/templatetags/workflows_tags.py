@@ -3,7 +3,7 @@
 
 from django import template
 
-from cdp.dashboard import Bar, nice_ceiling
+from timonier.charts import Bar, nice_ceiling
 from workflows import selectors
 
 register = template.Library()
