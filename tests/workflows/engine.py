@@ -14,8 +14,9 @@ from tests.emails.conftest import make_template
 from timonier import clock
 from workflows import services
 from workflows.executor import runs_execute
-from workflows.models import Run, Workflow
+from workflows.models import Run, WebhookAttempt, Workflow
 from workflows.triggers import triggers_process
+from workflows.webhook_attempts import webhook_attempt_send
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)  # a Monday
 
@@ -88,3 +89,43 @@ def runs_of(workflow) -> list[Run]:
 
 def deliveries_to(email: str) -> list[Delivery]:
     return list(Delivery.objects.filter(to_email=email).order_by("pk"))
+
+
+# --- Webhook steps (no worker in these tests: the executor and the webhook tasks run in turn) ---
+
+
+def send_due_attempts() -> int:
+    """What the webhook tasks do after the executor's commit (no worker in these tests)."""
+    sent = 0
+    for attempt in WebhookAttempt.objects.filter(status=WebhookAttempt.Status.QUEUED, due_at__lte=clock.now()):
+        sent += webhook_attempt_send(attempt_id=attempt.pk) is not None
+    return sent
+
+
+def drive(project) -> None:
+    for _ in range(10):
+        run_engine(project)
+        if not send_due_attempts():
+            run_engine(project)
+            return
+
+
+def hook_flow(receiver, *, failure_step: bool = False, **step_extra) -> dict:
+    steps = [
+        {
+            "id": "notify",
+            "type": "webhook",
+            "method": "POST",
+            "url": receiver.url("/orders"),
+            "headers": {"X-Shop": "{{ customer.id }}"},
+            "body": '{"customer": {{ customer.id | json }}, "item": {{ event.properties.item | json }}}',
+            **step_extra,
+        },
+        {"id": "done", "type": "update_attribute", "action": "set", "trait": "notified", "value": True},
+    ]
+    edges = [("notify", "done")]
+    if failure_step:
+        alert = {"id": "alert", "type": "update_attribute", "action": "set", "trait": "hook_failed", "value": True}
+        steps.append(alert)
+        edges.append(("notify", "failure", "alert"))
+    return definition({"type": "event", "event_name": "purchase"}, steps, edges)

@@ -12,9 +12,8 @@ from tests.factories import MembershipFactory, ProjectFactory
 from timonier import clock
 from workflows.models import Run, RunStep, WebhookAttempt
 
-from .engine import T0, active_workflow, definition, identify, run_engine, runs_of, track
+from .engine import T0, active_workflow, definition, drive, hook_flow, identify, run_engine, runs_of, track
 from .receiver import Reply, allowed_receiver
-from .test_engine_webhooks import drive, hook_flow
 
 pytestmark = pytest.mark.django_db
 

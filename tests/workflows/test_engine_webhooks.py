@@ -12,10 +12,9 @@ from tests.factories import ProjectFactory
 from timonier import clock
 from workflows import services
 from workflows.models import Run, RunStep, WebhookAttempt
-from workflows.webhook_attempts import webhook_attempt_send
 from workflows.webhook_secrets import webhook_secret_reveal
 
-from .engine import T0, active_workflow, definition, identify, ingest, run_engine, runs_of, track
+from .engine import T0, active_workflow, drive, hook_flow, identify, ingest, run_engine, runs_of, track
 from .receiver import Reply, allowed_receiver
 
 pytestmark = pytest.mark.django_db
@@ -37,43 +36,6 @@ def receiver(settings):
     settings.WEBHOOK_MAX_ATTEMPTS = 3
     with allowed_receiver(settings) as receiver:
         yield receiver
-
-
-def send_due_attempts() -> int:
-    """What the webhook tasks do after the executor's commit (no worker in these tests)."""
-    sent = 0
-    for attempt in WebhookAttempt.objects.filter(status=WebhookAttempt.Status.QUEUED, due_at__lte=clock.now()):
-        sent += webhook_attempt_send(attempt_id=attempt.pk) is not None
-    return sent
-
-
-def drive(project) -> None:
-    for _ in range(10):
-        run_engine(project)
-        if not send_due_attempts():
-            run_engine(project)
-            return
-
-
-def hook_flow(receiver, *, failure_step: bool = False, **step_extra) -> dict:
-    steps = [
-        {
-            "id": "notify",
-            "type": "webhook",
-            "method": "POST",
-            "url": receiver.url("/orders"),
-            "headers": {"X-Shop": "{{ customer.id }}"},
-            "body": '{"customer": {{ customer.id | json }}, "item": {{ event.properties.item | json }}}',
-            **step_extra,
-        },
-        {"id": "done", "type": "update_attribute", "action": "set", "trait": "notified", "value": True},
-    ]
-    edges = [("notify", "done")]
-    if failure_step:
-        alert = {"id": "alert", "type": "update_attribute", "action": "set", "trait": "hook_failed", "value": True}
-        steps.append(alert)
-        edges.append(("notify", "failure", "alert"))
-    return definition({"type": "event", "event_name": "purchase"}, steps, edges)
 
 
 def test_a_webhook_is_signed_so_standardwebhooks_verifies_it_and_the_run_goes_on(project, receiver):
