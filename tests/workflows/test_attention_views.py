@@ -12,21 +12,10 @@ from tests.factories import MembershipFactory, ProjectFactory
 from timonier import clock
 from workflows.models import Run, RunStep, WebhookAttempt
 
-from .engine import T0, active_workflow, definition, drive, hook_flow, identify, run_engine, runs_of, track
+from .engine import active_workflow, definition, drive, hook_flow, identify, run_engine, runs_of, track
 from .receiver import Reply, allowed_receiver
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def project():
-    return ProjectFactory(name="Shop")
-
-
-@pytest.fixture
-def travel():
-    with clock.travel(T0) as traveller:
-        yield traveller
 
 
 @pytest.fixture

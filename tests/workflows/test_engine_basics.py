@@ -16,17 +16,6 @@ from .engine import T0, active_workflow, definition, deliveries_to, identify, ru
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture
-def project():
-    return ProjectFactory(name="Shop")
-
-
-@pytest.fixture
-def travel():
-    with clock.travel(T0) as traveller:
-        yield traveller
-
-
 def guide_flow(template) -> dict:
     return definition(
         {"type": "event", "event_name": "purchase"},

@@ -7,7 +7,8 @@ from django.core.exceptions import ValidationError
 
 from cdp.models import Customer
 from emails.models import Delivery, Unsubscription
-from tests.factories import ProjectFactory
+from segments.membership import membership_rebuild
+from segments.services import segment_create
 from timonier import clock
 from workflows import services
 from workflows.evaluation import cohort_of
@@ -31,15 +32,13 @@ EVENT = {"type": "event", "event_name": "signed_up"}
 SAME_CART = {"property": "cart_id", "trigger_property": "cart_id"}
 
 
-@pytest.fixture
-def project():
-    return ProjectFactory(name="Shop")
-
-
-@pytest.fixture
-def travel():
-    with clock.travel(T0) as traveller:
-        yield traveller
+def pro_segment(project):
+    """The guide's Pro Users segment, built (its first build fires no Segment Entered)."""
+    segment = segment_create(
+        project=project, name="Pro", condition={"type": "trait", "name": "plan", "op": "equals", "value": "pro"}
+    )
+    membership_rebuild(segment)
+    return segment
 
 
 def outcomes(run) -> list[tuple[str, str]]:
@@ -350,14 +349,8 @@ def test_merged_customers_runs_follow_the_primary_with_no_second_run(project, tr
 
 
 def test_segment_entered_fires_on_live_entries_not_on_the_first_build(project, travel):
-    from segments.membership import membership_rebuild
-    from segments.services import segment_create
-
     identify(project, "old", email="old@example.com", plan="pro")
-    segment = segment_create(
-        project=project, name="Pro", condition={"type": "trait", "name": "plan", "op": "equals", "value": "pro"}
-    )
-    membership_rebuild(segment)
+    segment = pro_segment(project)
     steps = [{"id": "tag", "type": "update_attribute", "action": "set", "trait": "welcomed", "value": True}]
     workflow = active_workflow(project, definition({"type": "segment_entered", "segment_id": segment.pk}, steps, []))
     membership_rebuild(segment)  # a rebuild (cause: build) changes nothing and fires nothing
@@ -367,14 +360,8 @@ def test_segment_entered_fires_on_live_entries_not_on_the_first_build(project, t
 
 
 def test_segment_entered_can_also_enrol_the_existing_members(project, travel):
-    from segments.membership import membership_rebuild
-    from segments.services import segment_create
-
     identify(project, "old", email="old@example.com", plan="pro")
-    segment = segment_create(
-        project=project, name="Pro", condition={"type": "trait", "name": "plan", "op": "equals", "value": "pro"}
-    )
-    membership_rebuild(segment)
+    segment = pro_segment(project)
     steps = [{"id": "tag", "type": "update_attribute", "action": "set", "trait": "welcomed", "value": True}]
     trigger = {"type": "segment_entered", "segment_id": segment.pk, "include_existing": True}
     workflow = active_workflow(project, definition(trigger, steps, []))
@@ -383,14 +370,8 @@ def test_segment_entered_can_also_enrol_the_existing_members(project, travel):
 
 
 def test_segment_exited_fires_when_a_customer_leaves(project, travel):
-    from segments.membership import membership_rebuild
-    from segments.services import segment_create
-
     identify(project, "u1", email="u1@example.com", plan="pro")
-    segment = segment_create(
-        project=project, name="Pro", condition={"type": "trait", "name": "plan", "op": "equals", "value": "pro"}
-    )
-    membership_rebuild(segment)
+    segment = pro_segment(project)
     steps = [{"id": "tag", "type": "update_attribute", "action": "set", "trait": "churned", "value": True}]
     workflow = active_workflow(project, definition({"type": "segment_exited", "segment_id": segment.pk}, steps, []))
     identify(project, "u1", plan="free")

@@ -8,27 +8,15 @@ import pytest
 from standardwebhooks.webhooks import Webhook
 
 from cdp.models import Customer
-from tests.factories import ProjectFactory
 from timonier import clock
 from workflows import services
 from workflows.models import Run, RunStep, WebhookAttempt
 from workflows.webhook_secrets import webhook_secret_reveal
 
-from .engine import T0, active_workflow, drive, hook_flow, identify, ingest, run_engine, runs_of, track
+from .engine import active_workflow, drive, hook_flow, identify, ingest, run_engine, runs_of, track
 from .receiver import Reply, allowed_receiver
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def project():
-    return ProjectFactory(name="Shop")
-
-
-@pytest.fixture
-def travel():
-    with clock.travel(T0) as traveller:
-        yield traveller
 
 
 @pytest.fixture

@@ -12,24 +12,12 @@ from organizations.models import Role
 from tests.conftest import signed_in_client
 from tests.factories import MembershipFactory, ProjectFactory
 from tests.smtp import smtp_server  # noqa: F401 (the real SMTP server fixture)
-from timonier import clock
 from workflows.models import Run, Workflow
 
-from .engine import T0, active_workflow, definition, identify, run_engine, track
+from .engine import active_workflow, definition, identify, run_engine, track
 from .engine import published_template as engine_template
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def travel():
-    with clock.travel(T0) as traveller:
-        yield traveller
-
-
-@pytest.fixture
-def project():
-    return ProjectFactory(name="Shop")
 
 
 @pytest.fixture
