@@ -212,11 +212,15 @@ def _checks_end_run(batch: Pass, run: Run, customer: Customer, definition: dict)
     return False
 
 
-def _leave_wait(run: Run, definition: dict) -> None:
+def _clear_wait(run: Run) -> None:
     run.wait_until = None
     run.wait_event = ""
     run.wait_match = None
     run.resume_output = ""
+
+
+def _leave_wait(run: Run, definition: dict) -> None:
+    _clear_wait(run)
     run.watches_changes = watches_changes(definition)
     run.status = Run.Status.ACTIVE
 
@@ -237,10 +241,7 @@ def _end(batch: Pass, run: Run, status: str, reason: str, *, error: str = "") ->
     run.error = error
     run.ended_at = batch.now
     run.wake_at = None
-    run.wait_until = None
-    run.wait_event = ""
-    run.wait_match = None
-    run.resume_output = ""
+    _clear_wait(run)
     run.watches_changes = False
     run.attention = "" if status != Run.Status.FAILED else run.attention
 
