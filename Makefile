@@ -1,7 +1,7 @@
 # Timonier: developer entry points.
 #   make run     the whole platform on this machine (SQLite, filesystem broker): UI :3010, API :3030
 #   make test    lint, then the test suite against a throwaway PostgreSQL 15 and Redis (ARGS="-k foo")
-#   make bench   ingest, segments and workflows against a live API (bench/*.py; BENCH_ONLY=, QUICK=1)
+#   make bench   one table of ratios: ingest, segments, workflows, emails (bench/*.py; BENCH_ONLY=, QUICK=1)
 #   make lint    ruff
 #   make lock    regenerate requirements.txt and requirements-dev.txt from pyproject.toml (UPGRADE=1)
 #   make clean   remove the virtualenv and var/
@@ -71,14 +71,21 @@ $(NODE_STAMP): package-lock.json package.json
 test: venv
 	PATH="$(BIN):$$PATH" $(BIN)/python scripts/testenv.py $(ARGS)
 
-# BENCH_ONLY=ingest|segments|workflows runs one part; QUICK=1 a small run of the parts that have one.
-BENCH_PARTS := ingest segments workflows
+# Every part writes its rows to bench/results/parts/<part>.json; report.py prints them as one table
+# of ratios and writes bench/results/latest.json. BENCH_ONLY=<part> runs one part, QUICK=1 every row
+# small (under 3 minutes in all). A part that fails is reported and the others still run; the bench
+# fails only when a row could not be measured, never on a ratio.
+BENCH_PARTS := ingest segments workflows emails
 bench: venv
-	@case " $(BENCH_PARTS) " in *" $(or $(BENCH_ONLY),ingest) "*) ;; \
-	  *) echo "BENCH_ONLY must be one of: $(BENCH_PARTS)" >&2; exit 2;; esac
 	@for part in $(or $(BENCH_ONLY),$(BENCH_PARTS)); do \
-	  PATH="$(BIN):$$PATH" QUICK="$(QUICK)" $(BIN)/python bench/$$part.py || exit 1; \
+	  case " $(BENCH_PARTS) " in *" $$part "*) ;; \
+	    *) echo "BENCH_ONLY must be among: $(BENCH_PARTS)" >&2; exit 2;; esac; \
 	done
+	@started=$$(date +%s); \
+	for part in $(or $(BENCH_ONLY),$(BENCH_PARTS)); do \
+	  PATH="$(BIN):$$PATH" QUICK="$(QUICK)" $(BIN)/python bench/$$part.py || echo "bench: $$part failed" >&2; \
+	done; \
+	QUICK="$(QUICK)" $(BIN)/python bench/report.py --since $$started $(or $(BENCH_ONLY),$(BENCH_PARTS))
 
 # The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
 # its licences into emails/static/emails/vendor/, and the workflow builder (workflows/frontend/*.jsx
