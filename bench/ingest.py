@@ -1,36 +1,47 @@
-"""`make bench`: ingest throughput and latency of a live API, and PostgreSQL COPY as the limit.
+"""Bench part "ingest": the API's request rows, then bench/store.py's stored rows on the same platform.
 
-Starts a throwaway PostgreSQL 15 (durable settings: fsync and synchronous_commit on) and Redis,
-the API under gunicorn and one Celery worker, exactly as in production, then drives the API
-from wrk (a separate process) and prints:
+    QUICK=1 .venv/bin/python bench/ingest.py      (or make bench BENCH_ONLY=ingest [QUICK=1])
 
-- single `/v1/track` calls: requests/s, p50/p99 latency;
-- `/v1/batch` of 100 events: requests/s, events/s accepted, p50/p99 latency, and events/s stored
-  end to end (from the first request to the last row committed);
-- the same number of event rows loaded with COPY into the same table, and the ratio;
-- the worker curve: events/s stored for one project by 1, 2 and 4 worker processes draining an
-  inbox filled beforehand (the project's partitions shared between them), with the machine's CPU
-  use and the workers' own beside each (on 2 cores the curve flattens once the CPUs are full).
+Starts a throwaway PostgreSQL 15 (durable: fsync and synchronous_commit on) and Redis, the live
+platform as in production (the API under gunicorn, one Celery worker), and the bare endpoint
+(bench/bare.py: the same gunicorn and settings answering 202 to a parsed body, no other work),
+then measures, each against its limit in the same run:
 
-Everything runs on 127.0.0.1 and stops by itself: each load lasts BENCH_SECONDS (default 15).
+1. `/v1/track requests/s`: wrk (its own process) of single track calls on the live API / on the bare endpoint;
+2. `/v1/track p99 at half the saturating rate`: bench/loadgen.py (open loop, latency from the
+   scheduled send) at half row 1's live rate, on the live API then on the bare endpoint at the
+   same rate; met when the live p99 is under 50 ms;
+3. `/v1/batch (100) events/s accepted`: wrk of batches of 100 track calls on each;
+
+and appends bench/store.py's `store_rows(...)` (events/s stored end to end, the worker curve)
+when it exists. Every row carries the load generator's CPU share. Each wrk run lasts
+BENCH_SECONDS (15; QUICK=1: 3), each rate run as long (QUICK=1: 5).
 """
 
+import importlib
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "scripts"))
+sys.path.insert(0, str(BENCH))
 
+import table  # noqa: E402
+from bare import start_bare  # noqa: E402
+from live import CONNECTIONS, bench_env, log, start_platform, stop_processes, wait_drained  # noqa: E402
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
-sys.path.insert(0, str(ROOT / "bench"))
-from live import CONNECTIONS, SECONDS, bench_env, log, sql, start_platform, wait_drained  # noqa: E402
+WRK_SECONDS = 3 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
+RATE_SECONDS = 5 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
+P99_BOUND_MS = 50.0
+LOADGEN_CONNECTIONS = 64
 
 TRACK_LUA = """
 local n = 0
@@ -56,17 +67,25 @@ end
 
 
 def wrk(url: str, script: str, key: str, folder: Path) -> dict:
+    """A closed-loop wrk run: 2xx answers per second, latency percentiles, wrk's CPU share."""
     path = folder / "load.lua"
     path.write_text(script.replace("KEY", key))
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{SECONDS}s", "--latency", "-s", str(path), url]
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=SECONDS + 60).stdout
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-s", str(path), url]
+    cpu = table.Cpu()
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=WRK_SECONDS + 60).stdout
+    load_cpu, machine_busy = cpu.shares()
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
+    errors = int(non_2xx.group(1)) if non_2xx else 0
+    requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", output).group(1))
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1)),
+        "rps": rps * (requests - errors) / requests if requests else 0.0,  # answered 2xx only
         "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", output).group(1)),
         "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", output).group(1)),
-        "errors": int(non_2xx.group(1)) if non_2xx else 0,
-        "requests": int(re.search(r"(\d+) requests in", output).group(1)),
+        "errors": errors,
+        "requests": requests,
+        "load_cpu": load_cpu,
+        "machine_busy": machine_busy,
     }
 
 
@@ -75,139 +94,80 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def copy_baseline(database_url: str, rows: int) -> float:
-    """Rows/s of COPY of `rows` event rows like the processor writes, into the same table."""
-    import orjson
-    import psycopg
-
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        project_id, customer_id = conn.execute("SELECT project_id, id FROM cdp_customer ORDER BY id LIMIT 1").fetchone()
-        properties = orjson.dumps({"item": "T-Shirt", "amount": 29.99, "currency": "USD", "n": 1}).decode()
-        started = time.monotonic()
-        with conn.transaction(), conn.cursor() as cursor:
-            with cursor.copy(
-                "COPY cdp_event (project_id, customer_id, type, name, properties, context, timestamp, "
-                "received_at, message_id) FROM STDIN"
-            ) as copy:
-                now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-                for n in range(rows):
-                    copy.write_row(
-                        (project_id, customer_id, "track", "purchase", properties, "{}", now, now, f"copy-{n}")
-                    )
-        elapsed = time.monotonic() - started
-        conn.execute("DELETE FROM cdp_event WHERE message_id LIKE 'copy-%%'")
-    return rows / elapsed
+def loadgen(url: str, key: str, rate: float) -> dict:
+    """bench/loadgen.py at `rate` requests/s, as a waited-for child (its CPU share from table.Cpu)."""
+    command = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--key", key, "--rate", f"{rate:.1f}",
+               "--seconds", str(RATE_SECONDS), "--connections", str(LOADGEN_CONNECTIONS)]  # fmt: skip
+    cpu = table.Cpu()
+    done = subprocess.run(command, capture_output=True, text=True, timeout=RATE_SECONDS + 60)
+    if done.returncode:
+        raise SystemExit(f"bench: the load generator failed:\n{done.stderr}")
+    result = json.loads(done.stdout)
+    result["load_cpu"], result["machine_busy"] = cpu.shares()
+    return result
 
 
-CURVE_WORKERS = (1, 2, 4)
-CURVE_EVENTS = 20_000 if os.environ.get("QUICK") else 100_000
-WORKER_READY = re.compile(r"@\S+ ready\.")
-
-# Run in a Django process of the bench's environment: fill the bench project's inbox as the API
-# would (requests of 100 track calls), without waking anyone; or wake the project.
-CURVE_HELPER = """
-import sys, time, django
-django.setup()
-from cdp import inbox
-from cdp.messages import normalize_batch
-from cdp.tasks import process_commands_task
-from organizations.models import Project
-from timonier import clock
-
-project = Project.objects.get(slug="bench")
-if sys.argv[1] == "fill":
-    events, prefix = int(sys.argv[2]), sys.argv[3]
-    inbox.wake = lambda *args, **kwargs: None
-    for first in range(0, events, 100):
-        batch = {"batch": [
-            {"type": "track", "userId": f"{prefix}-{n % 10000}", "event": "purchase",
-             "properties": {"item": "T-Shirt", "amount": 29.99, "currency": "USD", "n": n}}
-            for n in range(first, min(first + 100, events))
-        ]}
-        messages = normalize_batch(batch, received_at=clock.now(), max_items=100)
-        inbox.commands_enqueue(project_id=project.pk, messages=messages, received_at=clock.now())
-else:
-    print(time.time(), flush=True)
-    process_commands_task.delay(project.pk)  # the whole project: one task per partition
-"""
-
-
-def _cpu_busy() -> tuple[float, float]:
-    """(busy, total) jiffies of the machine, from /proc/stat."""
-    fields = [float(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return sum(fields) - idle, sum(fields)
-
-
-def _tree_cpu(pid: int) -> float:
-    """CPU seconds used by a process and its live descendants (utime + stime), from /proc."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
-        try:
-            stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
-            total += (float(stat[11]) + float(stat[12])) / os.sysconf("SC_CLK_TCK")
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except (OSError, IndexError):
-            continue
-    return total
-
-
-def _stop(process: subprocess.Popen) -> None:
-    process.terminate()
+def store_rows(**platform) -> list[dict]:
+    """bench/store.py's rows on the running platform, once its engineer has written it."""
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:  # the inbox is drained: nothing of the bench's is lost
-        process.kill()
-        process.wait()
+        store = importlib.import_module("store")
+    except ModuleNotFoundError:
+        store = None
+    if not hasattr(store, "store_rows"):
+        log("bench/store.py has no store_rows yet: the stored rows are skipped")
+        return []
+    return store.store_rows(**platform)
 
 
-def worker_curve(env: dict, database_url: str, folder: Path, processes: list) -> list[dict]:
-    """Stored events/s for one project with 1, 2 and 4 worker processes, and the CPU they used."""
-    for process in [p for p in processes if "worker" in p.args]:  # the platform's own worker
-        _stop(process)
-        processes.remove(process)
-    helper = [sys.executable, "-c", CURVE_HELPER]
-    env = {**env, "DJANGO_SETTINGS_MODULE": "timonier.settings"}
-    rows = []
-    for count in CURVE_WORKERS:
-        log(f"worker curve: {CURVE_EVENTS:,} events queued, then drained by {count} worker process(es)")
-        subprocess.run([*helper, "fill", str(CURVE_EVENTS), f"curve{count}"], cwd=ROOT, env=env, check=True)
-        before = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0]
-        worker_log = folder / f"curve-{count}.log"
-        with open(worker_log, "wb") as output:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "timonier", "worker", "-l", "info",
-                 "--concurrency", str(count), "-n", f"curve{count}@%h"],
-                cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while not WORKER_READY.search(worker_log.read_text(errors="replace")):
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise SystemExit(f"bench: the curve's worker did not start; see {worker_log}")
-                time.sleep(0.1)
-            cpu_before, worker_before = _cpu_busy(), _tree_cpu(worker.pid)
-            woke = subprocess.run([*helper, "wake"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
-            started = float(woke.stdout.split()[0])
-            wait_drained(database_url)
-            elapsed = time.time() - started
-            (busy, total), worker_cpu = _cpu_busy(), _tree_cpu(worker.pid) - worker_before
-        finally:
-            _stop(worker)
-        stored = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0] - before
-        rows.append(
-            {
-                "workers": count,
-                "events_per_s": stored / elapsed,
-                "machine_cpu": (busy - cpu_before[0]) / max(total - cpu_before[1], 1) * 100,
-                "worker_cores": worker_cpu / elapsed,
-                "stored": stored,
-                "seconds": elapsed,
-            }
+def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path) -> tuple[list[dict], dict]:
+    details: dict = {"wrk_seconds": WRK_SECONDS, "rate_seconds": RATE_SECONDS, "connections": CONNECTIONS}
+
+    log(f"/v1/track: wrk {WRK_SECONDS} s, {CONNECTIONS} connections, live API then bare endpoint")
+    track = wrk(live + "/v1/track", TRACK_LUA, key, folder)
+    wait_drained(database_url)
+    track_bare = wrk(bare + "/v1/track", TRACK_LUA, key, folder)
+    details["track"] = {"live": track, "bare": track_bare}
+    rows = [
+        table.row(
+            "/v1/track requests/s", "req/s", track["rps"], track_bare["rps"], target=0.5,
+            load_cpu=max(track["load_cpu"], track_bare["load_cpu"]),
+            note=f"wrk {CONNECTIONS} connections: live p50 {track['p50']:.1f} ms p99 {track['p99']:.1f} ms, "
+            f"non-2xx {track['errors']}; bare p99 {track_bare['p99']:.1f} ms",
         )
-    return rows
+    ]  # fmt: skip
+
+    rate = max(1.0, track["rps"] / 2)
+    log(f"/v1/track at {rate:,.0f} req/s (half the live rate), open loop {RATE_SECONDS} s: live then bare")
+    paced = loadgen(live + "/v1/track", key, rate)
+    wait_drained(database_url)
+    paced_bare = loadgen(bare + "/v1/track", key, rate)
+    details["track_paced"] = {"live": paced, "bare": paced_bare}
+    p99 = paced["p99"] if paced["p99"] is not None else float("inf")
+    rows.append(
+        table.row(
+            "/v1/track p99 at half the saturating rate", "ms", p99, paced_bare["p99"], target=None,
+            lower_is_better=True, met=p99 < P99_BOUND_MS, target_text=f"p99 < {P99_BOUND_MS:g} ms",
+            load_cpu=max(paced["load_cpu"], paced_bare["load_cpu"]),
+            note=f"{rate:,.0f} req/s open loop, {LOADGEN_CONNECTIONS} connections: live p50 {paced['p50'] or 0:.1f} ms, "
+            f"{paced['ok']:,}/{paced['sent']:,} 2xx; bare p50 {paced_bare['p50'] or 0:.1f} ms; "
+            f"generator send lag p99 {paced['send_lag_p99']:.1f} ms",
+        )
+    )  # fmt: skip
+
+    log(f"/v1/batch of 100: wrk {WRK_SECONDS} s, {CONNECTIONS} connections, live API then bare endpoint")
+    batch = wrk(live + "/v1/batch", BATCH_LUA, key, folder)
+    wait_drained(database_url)
+    batch_bare = wrk(bare + "/v1/batch", BATCH_LUA, key, folder)
+    details["batch"] = {"live": batch, "bare": batch_bare}
+    rows.append(
+        table.row(
+            "/v1/batch (100) events/s accepted", "events/s", batch["rps"] * 100, batch_bare["rps"] * 100,
+            target=0.5, load_cpu=max(batch["load_cpu"], batch_bare["load_cpu"]),
+            note=f"wrk {CONNECTIONS} connections: live p50 {batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, "
+            f"non-2xx {batch['errors']}",
+        )
+    )  # fmt: skip
+    return rows, details
 
 
 def main() -> int:
@@ -219,57 +179,29 @@ def main() -> int:
             raise SystemExit("bench: wrk is missing; install it with: sudo apt-get install -y wrk")
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-"))
     os.chmod(folder, 0o755)
-    pg_port, redis_port, api_port = free_ports(3)
+    pg_port, redis_port, api_port, bare_port = free_ports(4)
     postgres = Postgres(folder / "pg", pg_port, durable=True)
     redis = Redis(folder / "redis", redis_port)
     processes: list[subprocess.Popen] = []
+    bare_processes: list[subprocess.Popen] = []
     try:
         postgres.start()
         redis.start()
         env = bench_env(folder, postgres.url, redis.url)
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         url, key = start_platform(env, api_port, processes)
-
-        log(f"single /v1/track for {SECONDS} s, {CONNECTIONS} connections")
-        single = wrk(url + "/v1/track", TRACK_LUA, key, folder)
+        bare = start_bare(env, bare_port, bare_processes)
+        rows, details = request_rows(url, bare, key, postgres.url, folder)
+        stop_processes(bare_processes)
         wait_drained(postgres.url)
-        before = sql(postgres.url, "SELECT count(*) FROM cdp_event")[0][0]
-
-        log(f"/v1/batch of 100 events for {SECONDS} s, {CONNECTIONS} connections")
-        started = time.monotonic()
-        batch = wrk(url + "/v1/batch", BATCH_LUA, key, folder)
-        drained = wait_drained(postgres.url)
-        stored = sql(postgres.url, "SELECT count(*) FROM cdp_event")[0][0] - before
-        end_to_end = stored / (drained - started)
-
-        log(f"COPY of {stored} rows")
-        copy_rate = copy_baseline(postgres.url, stored)
-        curve = worker_curve(env, postgres.url, folder, processes)
-
+        rows += store_rows(env=env, url=url, key=key, database_url=postgres.url, folder=folder, processes=processes)
         print()
-        print(f"single /v1/track   {single['rps']:>9,.0f} req/s   p50 {single['p50']:.1f} ms   "
-              f"p99 {single['p99']:.1f} ms   non-2xx {single['errors']}")  # fmt: skip
-        print(f"/v1/batch (100)    {batch['rps']:>9,.0f} req/s   p50 {batch['p50']:.1f} ms   "
-              f"p99 {batch['p99']:.1f} ms   non-2xx {batch['errors']}")  # fmt: skip
-        print(f"  accepted         {batch['rps'] * 100:>9,.0f} events/s")
-        print(f"  stored e2e       {end_to_end:>9,.0f} events/s   ({stored:,} events in {drained - started:.1f} s)")
-        print(f"COPY baseline      {copy_rate:>9,.0f} rows/s")
-        print(f"e2e / COPY         {end_to_end / copy_rate:>9.2f}")
-        cores = os.cpu_count()
-        for row in curve:
-            print(f"stored, {row['workers']} worker(s) {row['events_per_s']:>9,.0f} events/s   "
-                  f"x{row['events_per_s'] / curve[0]['events_per_s']:.2f}   CPU {row['machine_cpu']:.0f} % of "
-                  f"{cores} cores, workers {row['worker_cores']:.2f} cores   "
-                  f"({row['stored']:,} events in {row['seconds']:.1f} s)")  # fmt: skip
+        print(table.table(rows))
+        table.write_part("ingest", rows, details)
         return 0
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_processes(bare_processes)
+        stop_processes(processes)
         redis.stop()
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)
