@@ -275,12 +275,9 @@ def render(source: str, *, context: dict, html: bool) -> str:
     if not has_liquid(source):
         return source
     source = unescape_liquid(source)
-    env = _html_env if html else _text_env
     token = _deadline.set(time.monotonic() + RENDER_SECONDS)
     try:
-        template = env.from_string(source)
-        _check_ranges(template)
-        return template.render(**context)
+        return _parsed(source, html).render(**context)
     except LiquidError as exc:
         raise _error(exc, source) from exc
     except RecursionError as exc:
@@ -289,6 +286,16 @@ def render(source: str, *, context: dict, html: bool) -> str:
         raise PersonalisationError("template needs too much memory") from exc
     finally:
         _deadline.reset(token)
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(source: str, html: bool) -> BoundTemplate:
+    """The parsed (and range-checked) template, kept: a send renders the same few sources for every
+    recipient, and parsing cost as much as rendering. Errors are not kept (lru_cache does not keep
+    what raised)."""
+    template = (_html_env if html else _text_env).from_string(source)
+    _check_ranges(template)
+    return template
 
 
 def customer_context(customer: Customer | None) -> dict:

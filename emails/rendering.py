@@ -6,13 +6,14 @@ tracking, the unsubscribe link is made sure of, and the open pixel goes last (it
 and must not appear in the text part).
 """
 
+import functools
 from dataclasses import dataclass
 from functools import partial
 
 from cdp.models import Customer
 
 from . import links, personalisation, tracking
-from .compiling import MjmlError, compile_mjml, html_to_text
+from .compiling import MjmlError, compile_mjml, html_to_text, social_icon_origin
 from .models import UTM_FIELDS, Delivery, EmailTemplate, EmailTemplateVersion
 from .personalisation import PersonalisationError
 
@@ -56,6 +57,13 @@ def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
     cached = isinstance(source, EmailTemplateVersion) and source.html
     if cached and not personalisation.has_liquid(source.mjml) and not personalisation.has_liquid(source.preheader):
         return subject, preheader, source.html  # compiled at publishing, the same for everyone
+    if isinstance(source, EmailTemplateVersion) and not personalisation.has_liquid(source.preheader):
+        compiled = compiled_with_liquid(source.mjml, preheader, social_icon_origin())
+        if compiled is not None:
+            try:
+                return subject, preheader, personalisation.render(compiled, context=context, html=True)
+            except PersonalisationError:
+                pass  # rendered again below, on the MJML, so that the error names the line the user wrote
     try:
         mjml = personalisation.render(source.mjml, context=context, html=True)
     except PersonalisationError as exc:
@@ -65,6 +73,31 @@ def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
     except MjmlError as exc:
         raise RenderError("mjml", exc.problem) from exc
     return subject, preheader, html
+
+
+@functools.lru_cache(maxsize=64)
+def compiled_with_liquid(mjml: str, preheader: str, icon_origin: str) -> str | None:
+    """A published version's MJML compiled once, its Liquid left in for each recipient's render, or
+    None when that would not be the same email as rendering Liquid first and compiling per recipient.
+
+    Kept by content (and the icon origin it was compiled with), so each version compiles once per
+    worker however many it sends. Only `{{ … }}` outputs qualify, and only when every one comes out
+    of the compiler as it went in, in the same order: an output replaces text in place, so
+    rendering it before or after compiling gives the same HTML. A `{% … %}` tag may wrap MJML
+    elements (a button shown to some), whose compiled layout depends on what the tag keeps, so a
+    template with tags is compiled per recipient, as is one whose MJML does not compile unrendered.
+    """
+    del icon_origin  # part of the key: compile_mjml reads it from the settings
+    source = personalisation.unescape_liquid(mjml)
+    if "{%" in source:
+        return None
+    try:
+        html = compile_mjml(mjml, preheader=preheader)
+    except MjmlError:
+        return None
+    before = personalisation.LIQUID_MARKUP_RE.findall(source)
+    after = personalisation.LIQUID_MARKUP_RE.findall(personalisation.unescape_liquid(html))
+    return html if before == after else None
 
 
 def _finish(

@@ -6,7 +6,7 @@ from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
-from django.db.models import Case, F, Value, When
+from django.db import connections
 
 from timonier import clock
 
@@ -46,64 +46,156 @@ def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternativ
 
 
 def deliveries_send(*, delivery_ids: list[int]) -> int:
-    """Send each queued delivery of `delivery_ids` over one SMTP connection; returns how many were sent."""
-    sent = 0
-    with get_connection() as connection:
-        for delivery_id in delivery_ids:
-            delivery = delivery_send(delivery_id=delivery_id, connection=connection)
-            sent += delivery is not None and delivery.status == Delivery.Status.SENT
-    return sent
+    """Send the queued deliveries of `delivery_ids` over one SMTP connection; returns how many were sent.
 
-
-def delivery_send(*, delivery_id: int, connection=None) -> Delivery | None:
-    """Send a queued delivery once; None when another run has it (or had it) already.
-
-    Claimed by a conditional UPDATE (queued → sending), so running this twice sends one email.
-    A failure is recorded on the delivery (status failed, the error) rather than retried: a
-    retried SMTP conversation that had in fact been accepted would send the email twice.
+    An SMTP server that cannot be reached raises before anything is claimed: the task is retried
+    and the deliveries stay queued (the sweep's backstop).
     """
-    claimed = Delivery.objects.filter(pk=delivery_id, status=Delivery.Status.QUEUED).update(
-        status=Delivery.Status.SENDING
-    )
-    if not claimed:
-        return None
-    delivery = Delivery.objects.select_related(
-        "project", "template__project", "template_version__template__project", "customer"
-    ).get(pk=delivery_id)
+    deliveries = _send_chunk(delivery_ids, unreachable_fails=False)
+    return sum(delivery.status == Delivery.Status.SENT for delivery in deliveries)
 
-    if delivery.kind == Delivery.Kind.MARKETING and tracking.is_unsubscribed(
-        project=delivery.project, email=delivery.to_email, customer=delivery.customer
-    ):  # unsubscribed between deliver() and now
-        return _fail(delivery, "skipped: the recipient has unsubscribed")
+
+def delivery_send(*, delivery_id: int) -> Delivery | None:
+    """Send a queued delivery once; None when another run has it (or had it) already. An SMTP server
+    that cannot be reached fails the delivery with the error."""
+    deliveries = _send_chunk([delivery_id], unreachable_fails=True)
+    return deliveries[0] if deliveries else None
+
+
+def _send_chunk(delivery_ids: list[int], *, unreachable_fails: bool) -> list[Delivery]:
+    """Claim, render and send a chunk of deliveries; the claimed ones, in the order of `delivery_ids`.
+
+    Claimed by one conditional UPDATE (queued → sending) that commits before the first email
+    leaves, so running this twice sends each email once, and a send interrupted (the worker
+    killed) leaves its deliveries `sending` for a person to look at, never sent again. A failure
+    is recorded on its delivery (status failed, the error) rather than retried: a retried SMTP
+    conversation that had in fact been accepted would send the email twice. Four statements per
+    chunk, whatever its size: the claim, the deliveries with what rendering needs, who unsubscribed,
+    and what happened, written at the end (also when an exception stops the chunk half-way).
+    """
+    connection = get_connection()
+    unreachable = None
+    try:
+        connection.open()
+    except Exception as exc:  # refused, timed out, TLS or login refused
+        if not unreachable_fails:
+            raise
+        unreachable = f"{type(exc).__name__}: {exc}"
+    try:
+        return _send_claimed(_claim(delivery_ids), delivery_ids, connection, unreachable)
+    finally:
+        connection.close()
+
+
+def _send_claimed(claimed: list[int], delivery_ids: list[int], connection, unreachable: str | None) -> list[Delivery]:
+    if not claimed:
+        return []
+    order = {pk: position for position, pk in enumerate(delivery_ids)}
+    deliveries = sorted(
+        Delivery.objects.select_related(
+            "project", "template__project", "template_version__template__project", "customer"
+        ).filter(pk__in=claimed),
+        key=lambda delivery: order[delivery.pk],
+    )
+    unsubscribed = tracking.unsubscribed_among(
+        [delivery for delivery in deliveries if delivery.kind == Delivery.Kind.MARKETING]
+    )
+    done: list[Delivery] = []
+    try:
+        for delivery in deliveries:
+            if unreachable:
+                logger.warning("email delivery=%s failed: %s", delivery.pk, unreachable)
+                _failed(delivery, unreachable)
+            else:
+                _send_one(delivery, connection, unsubscribed=delivery.pk in unsubscribed)
+            done.append(delivery)
+    finally:
+        _record(done)
+        if len(done) < len(deliveries):  # an exception, not a kill: the ones not tried go back to the queue
+            _release(deliveries[len(done) + 1 :])
+    return deliveries
+
+
+def _claim(delivery_ids: list[int]) -> list[int]:
+    """The ids among `delivery_ids` this call moved from queued to sending (committed at once)."""
+    ids = list(dict.fromkeys(int(pk) for pk in delivery_ids))
+    if not ids:
+        return []
+    table = connections[Delivery.objects.db].ops.quote_name(Delivery._meta.db_table)
+    placeholders = ", ".join(["%s"] * len(ids))
+    with connections[Delivery.objects.db].cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET status = %s WHERE status = %s AND id IN ({placeholders}) RETURNING id",  # noqa: S608
+            [Delivery.Status.SENDING, Delivery.Status.QUEUED, *ids],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def _send_one(delivery: Delivery, connection, *, unsubscribed: bool) -> None:
+    """Render and send one claimed delivery; its outcome is left on the object for _record."""
+    if unsubscribed:  # unsubscribed between deliver() and now
+        return _failed(delivery, "skipped: the recipient has unsubscribed")
     try:
         rendered = render_delivery(delivery)
     except RenderError as exc:
-        return _fail(delivery, f"could not render the template: {exc}")
+        return _failed(delivery, f"could not render the template: {exc}")
     message = compose(delivery, rendered)
     message.connection = connection
     try:
         message.send(fail_silently=False)
     except Exception as exc:  # smtplib errors, refused connections, timeouts: the delivery says which
         logger.warning("email delivery=%s failed: %s", delivery.pk, exc)
-        return _fail(delivery, f"{type(exc).__name__}: {exc}")
+        return _failed(delivery, f"{type(exc).__name__}: {exc}")
     delivery.status = Delivery.Status.SENT
     delivery.sent_at = clock.now()
     delivery.message_id = message.extra_headers["Message-ID"]
     delivery.error = ""
-    # One statement: an open may already have been recorded (a fast reader), so the status moves to
-    # sent only from sending, never back.
-    Delivery.objects.filter(pk=delivery.pk).update(
-        sent_at=delivery.sent_at,
-        message_id=delivery.message_id,
-        status=Case(
-            When(status=Delivery.Status.SENDING, then=Value(Delivery.Status.SENT)), default=F("status")
-        ),
-    )
-    return delivery
 
 
-def _fail(delivery: Delivery, error: str) -> Delivery:
+def _failed(delivery: Delivery, error: str) -> None:
     delivery.status = Delivery.Status.FAILED
     delivery.error = error
-    Delivery.objects.filter(pk=delivery.pk).update(status=delivery.status, error=error)
-    return delivery
+
+
+def _release(deliveries: list[Delivery]) -> None:
+    """Claimed but never tried (the one being sent when the chunk stopped is not among them: it may
+    have gone out): queued again, for the sweep to send."""
+    if deliveries:
+        Delivery.objects.filter(pk__in=[d.pk for d in deliveries], status=Delivery.Status.SENDING).update(
+            status=Delivery.Status.QUEUED
+        )
+
+
+def _record(deliveries: list[Delivery]) -> None:
+    """One UPDATE for the chunk's outcomes. A sent delivery moves to sent only from sending (an open
+    may already have been recorded by a fast reader), never back; a failed one gets its error.
+    Written as SQL: the ORM's Case(When…) for 50 rows cost more than sending them."""
+    if not deliveries:
+        return
+    connection = connections[Delivery.objects.db]
+    sent = [d for d in deliveries if d.status == Delivery.Status.SENT]
+    failed = [d for d in deliveries if d.status == Delivery.Status.FAILED]
+    assignments, params = [], []
+
+    def per_delivery(column: str, among: list[Delivery], values: list, default: str) -> None:
+        assignments.append(f"{column} = CASE id {' '.join(['WHEN %s THEN %s'] * len(among))} ELSE {default} END")
+        for delivery, value in zip(among, values, strict=True):
+            params.extend([delivery.pk, value])
+
+    failed_status = [Delivery.Status.FAILED] * len(failed)
+    sent_from_sending = f"CASE WHEN status = '{Delivery.Status.SENDING}' THEN '{Delivery.Status.SENT}' ELSE status END"
+    if failed:
+        per_delivery("status", failed, failed_status, sent_from_sending)
+        per_delivery("error", failed, [d.error for d in failed], "error")
+    else:
+        assignments.append(f"status = {sent_from_sending}")
+    if sent:
+        per_delivery("sent_at", sent, [connection.ops.adapt_datetimefield_value(d.sent_at) for d in sent], "sent_at")
+        per_delivery("message_id", sent, [d.message_id for d in sent], "message_id")
+    ids = [d.pk for d in deliveries]
+    table = connection.ops.quote_name(Delivery._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {table} SET {', '.join(assignments)} WHERE id IN ({', '.join(['%s'] * len(ids))})",  # noqa: S608
+            [*params, *ids],
+        )
