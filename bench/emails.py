@@ -202,6 +202,7 @@ def timonier_phase(version, customers, sink: Sink) -> dict:
 
         profiler = cProfile.Profile()
     statements = StatementCounter()
+    cpu = time.process_time()
     started = time.time()
     with connection.execute_wrapper(statements):
         if profiler:
@@ -218,6 +219,7 @@ def timonier_phase(version, customers, sink: Sink) -> dict:
             profiler.disable()
             profiler.dump_stats(profile_path)
     finished = time.time()
+    cpu = time.process_time() - cpu
     messages = sink.take(len(customers))
     last = max(m[0] for m in messages)
     statuses = dict(Delivery.objects.values_list("status").annotate(n=Count("pk")))
@@ -227,6 +229,7 @@ def timonier_phase(version, customers, sink: Sink) -> dict:
         "rate": len(customers) / (last - started),
         "seconds": last - started,
         "in_process_seconds": finished - started,
+        "cpu_ms": cpu / len(customers) * 1000,
         "statements": statements.count,
         "chunk": SEND_CHUNK,
         "messages": messages,
@@ -284,7 +287,8 @@ def main() -> int:
                 note=f"{COUNT:,} deliveries of a published MJML + Liquid template (click tracking, open pixel) "
                 f"made by deliver_many in passes of {PASS} and sent by deliveries_send_task run in-process "
                 f"(eager, chunks of {product['chunk']} per SMTP connection) in {product['seconds']:.2f} s, "
-                f"{per_delivery:.1f} SQL statements per delivery; limit: smtplib replaying the same "
+                f"{per_delivery:.1f} SQL statements and {product['cpu_ms']:.1f} ms of this process's CPU per "
+                f"delivery, machine load average {os.getloadavg()[0]:.1f}; limit: smtplib replaying the same "
                 f"{product['bytes'] / COUNT / 1024:.1f} KB messages in {limit['seconds']:.2f} s; "
                 f"durable PostgreSQL; no load generator (load_cpu none), the sink is its own process"),
         ]  # fmt: skip
@@ -298,6 +302,7 @@ def main() -> int:
             "pass": PASS,
             "chunk": product["chunk"],
             "statements": product["statements"],
+            "cpu_ms_per_delivery": product["cpu_ms"],
             "timonier_seconds": product["seconds"],
             "limit_seconds": limit["seconds"],
             "message_bytes": product["bytes"],

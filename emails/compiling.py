@@ -85,6 +85,8 @@ def _error(message: str, source: str) -> MjmlError:
 
 _BLOCK_TAGS = {"p", "div", "table", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "li", "ul", "ol", "blockquote", "hr"}
 _SKIPPED_TAGS = {"head", "style", "script", "title"}
+_HEAD_END_RE = re.compile(r"</head\s*>", re.IGNORECASE)
+_BODY_START_RE = re.compile(r"<body\b", re.IGNORECASE)
 
 
 class _TextExtractor(HTMLParser):
@@ -148,6 +150,9 @@ class _TextExtractor(HTMLParser):
 def html_to_text(source: str) -> str:
     """The plain-text part: the visible text, one block per paragraph, links as "text (url)"."""
     extractor = _TextExtractor()
+    # The head is skipped anyway (its styles are most of a compiled email): not parsing it halves the time.
+    if (head_end := _HEAD_END_RE.search(source)) and (body := _BODY_START_RE.search(source, head_end.end())):
+        source = source[body.start() :]
     extractor.feed(source)
     extractor.close()
     lines = []
