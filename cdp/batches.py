@@ -7,6 +7,7 @@ other partitions of the project are processed at the same time: see `cdp/process
 """
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -24,6 +25,14 @@ logger = logging.getLogger(__name__)
 MAX_MESSAGES_PER_BATCH = 5000
 # PostgreSQL's deadlock and serialisation failures: a concurrent batch won, this one may retry.
 RETRYABLE_SQLSTATES = {"40P01", "40001"}
+# Whether a call was stored before is left to the unique constraint on (project, message_id) on
+# PostgreSQL: the batch writes its events without looking (most calls are new, and the lookup is
+# one index probe per call that the COPY's own insert into that index repeats anyway). A repeat
+# makes the COPY fail, the whole transaction rolls back, and the batch runs again looking first;
+# after one, this process looks first for DUPLICATE_LOOKUP_SECONDS (a client retrying a burst).
+MESSAGE_UNIQUE = "cdp_event_message_unique"
+DUPLICATE_LOOKUP_SECONDS = 60.0
+_duplicate_seen_at: float | None = None
 
 
 @dataclass
@@ -49,9 +58,12 @@ def batch_process(*, project_id: int, partition: int, max_commands: int) -> Batc
     None when another worker holds the partition; an empty result when it has no commands.
     Raises Conflict when a concurrent batch got in the way (nothing of this one is kept).
     """
+    global _duplicate_seen_at
     try:
         return _batch_process(project_id, partition, max_commands)
     except IntegrityError as exc:  # a row this batch inserts was inserted meanwhile, or one it names deleted
+        if getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None) == MESSAGE_UNIQUE:
+            _duplicate_seen_at = time.monotonic()  # a repeat, stored before or meanwhile: look from now on
         raise Conflict(str(exc)) from exc
     except OperationalError as exc:
         if getattr(getattr(exc, "__cause__", None), "sqlstate", None) in RETRYABLE_SQLSTATES:
@@ -132,16 +144,26 @@ def _claim(project_id: int, partition: int, max_commands: int) -> list[tuple[int
     return claimed
 
 
+def _looks_for_stored() -> bool:
+    """Whether this batch looks up its message ids before writing (see MESSAGE_UNIQUE)."""
+    if not storage.is_postgres():  # SQLite's insert ignores a repeat instead of failing
+        return True
+    return _duplicate_seen_at is not None and time.monotonic() - _duplicate_seen_at < DUPLICATE_LOOKUP_SECONDS
+
+
 def _fresh(project_id: int, messages: list[dict]) -> list[dict]:
-    """The calls not stored before nor earlier in the batch (message_id is unique per project)."""
-    seen = {
-        message_id
-        for (message_id,) in storage.select_in(
-            "SELECT message_id FROM cdp_event WHERE project_id = %s AND message_id {values}",
-            [project_id],
-            {m["message_id"] for m in messages},
+    """The calls not earlier in the batch, nor (when `_looks_for_stored`) stored before; a call
+    stored before that is not looked up fails the batch's COPY instead."""
+    seen = set()
+    if _looks_for_stored():
+        seen.update(
+            message_id
+            for (message_id,) in storage.select_in(
+                "SELECT message_id FROM cdp_event WHERE project_id = %s AND message_id {values}",
+                [project_id],
+                {m["message_id"] for m in messages},
+            )
         )
-    }
     fresh = []
     for message in messages:
         if message["message_id"] not in seen:

@@ -38,11 +38,13 @@ partition. A database that cannot be reached is not a command's fault: the error
 the task is retried.
 
 Idempotency: every message has a message_id (the client's, or one drawn at the API), stored on its
-event row under a unique constraint; a message whose id is already stored is skipped whole.
+event row under a unique constraint; a message whose id is already stored is skipped whole (on
+PostgreSQL a batch finds a repeat through that constraint, then runs again: `batches.MESSAGE_UNIQUE`).
 """
 
 import gc
 import logging
+import threading
 from contextlib import contextmanager
 
 from django.db import InterfaceError, OperationalError, transaction
@@ -91,17 +93,29 @@ def _any_partition(project_id: int) -> BatchResult | None:
     return None if pending else BatchResult()
 
 
+_paused = 0  # batches in flight in this process (a task runs up to tasks.DRAIN_THREADS)
+_paused_lock = threading.Lock()
+_was_enabled = [True]  # whether the collector ran before the first of them paused it
+
+
 @contextmanager
 def _collector_paused():
     # A batch allocates tens of thousands of small objects that all die together at its end;
-    # the cyclic collector would scan them repeatedly meanwhile for nothing.
-    was_enabled = gc.isenabled()
-    gc.disable()
+    # the cyclic collector would scan them repeatedly meanwhile for nothing. Counted, so that of
+    # two batches in flight the first to end does not switch it back on under the other.
+    global _paused
+    with _paused_lock:
+        if _paused == 0:
+            _was_enabled[0] = gc.isenabled()
+            gc.disable()
+        _paused += 1
     try:
         yield
     finally:
-        if was_enabled:
-            gc.enable()
+        with _paused_lock:
+            _paused -= 1
+            if _paused == 0 and _was_enabled[0]:
+                gc.enable()
 
 
 def _retrying_conflicts(project_id: int, partition: int, max_commands: int) -> BatchResult | None:

@@ -93,7 +93,8 @@ def events_insert(rows: Sequence[tuple]) -> None:
         return
     table = Event._meta.db_table
     if is_postgres():
-        with connection.cursor() as cursor:
+        # As Django's IntegrityError (COPY is psycopg's own): a repeated message_id is a Conflict.
+        with connection.cursor() as cursor, connection.wrap_database_errors:
             with cursor.copy(f"COPY {table} ({', '.join(EVENT_COLUMNS)}) FROM STDIN") as copy:
                 for row in rows:
                     copy.write_row(row)

@@ -1,17 +1,26 @@
 import logging
+import threading
 import time
 
 from celery import shared_task
+from django.db import connection
 
-from . import processing
+from . import processing, storage
 
 DRAIN_SECONDS = 20
+# Batches one task keeps in flight, each on a partition and a database connection of its own.
+# Most of a batch's time is PostgreSQL's (the COPY, the deferred foreign-key checks at COMMIT, the
+# lookups), during which the worker's Python is idle: a second thread prepares and writes another
+# partition's batch meanwhile, so one worker process keeps two batches (and two CPUs) busy. Per
+# partition nothing changes: each is still drained by one batch at a time under its lock.
+DRAIN_THREADS = 2
 logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
 def process_commands_task(project_id: int, partition: int | None = None) -> None:
-    """Drain one partition of a project's inbox batch by batch; hand over to a fresh task after
+    """Drain one partition of a project's inbox batch by batch, and with DRAIN_THREADS - 1 more
+    threads the project's other partitions that no worker holds; hand over to a fresh task after
     DRAIN_SECONDS. Without a partition (a wake-up for the whole project): one task per partition
     with commands waiting, so that as many workers as there are such partitions can take them."""
     if partition is None:
@@ -19,11 +28,43 @@ def process_commands_task(project_id: int, partition: int | None = None) -> None
             process_commands_task.delay(project_id, pending)
         return
     deadline = time.monotonic() + DRAIN_SECONDS
+    # SQLite has one writer: a second batch in flight would only wait for the first.
+    helpers = [
+        threading.Thread(target=_drain_others, args=(project_id, deadline), name=f"cdp-drain-{n}", daemon=True)
+        for n in range(DRAIN_THREADS - 1 if storage.is_postgres() else 0)
+    ]
+    for helper in helpers:
+        helper.start()
+    try:
+        if _drain(project_id, partition, deadline):
+            process_commands_task.delay(project_id, partition)
+        elif _drain(project_id, None, deadline):  # this one is done (or taken): help with the others
+            process_commands_task.delay(project_id)
+    finally:
+        for helper in helpers:
+            helper.join()
+
+
+def _drain(project_id: int, partition: int | None, deadline: float) -> bool:
+    """Batches of one partition (None: of the free partition with the oldest command, anew for
+    each batch) until it is done or held by another worker (False), or the deadline (True)."""
     while time.monotonic() < deadline:
         result = processing.commands_process(project_id=project_id, partition=partition)
-        if result is None or result.commands == 0:  # another worker has the partition, or it is done
-            return
-    process_commands_task.delay(project_id, partition)
+        if result is None or result.commands == 0:
+            return False
+    return True
+
+
+def _drain_others(project_id: int, deadline: float) -> None:
+    """A helper thread: batches of the project's partitions that no worker holds (the oldest
+    waiting first, each under its lock as a task of its own would take it), until none is free."""
+    try:
+        if _drain(project_id, None, deadline):
+            process_commands_task.delay(project_id)  # what is left gets tasks of its own, as after a wake-up
+    except Exception:  # the commands stay in the inbox: their own tasks, or the sweep, take them
+        logger.exception("project=%s: draining other partitions failed", project_id)
+    finally:
+        connection.close()  # this thread's own connection
 
 
 @shared_task(ignore_result=True)

@@ -1,0 +1,133 @@
+"""What makes the batch processor fast, kept honest: a batch of new calls does not look up their
+message ids (the unique constraint finds a repeat, and the batch runs again looking), and one
+task keeps two batches of different partitions in flight. Real PostgreSQL (SQLite has one
+writer and an insert that ignores repeats, so neither applies there)."""
+
+import threading
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from cdp import batches, inbox
+from cdp.inbox import commands_enqueue, partition_of
+from cdp.models import Command, Customer, Event, FailedCommand
+from cdp.processing import commands_process
+from cdp.signals import batch_stored
+from cdp.tasks import process_commands_task
+from tests.factories import ProjectFactory
+from timonier import clock
+
+LOOKUP = "SELECT message_id FROM cdp_event"
+
+
+@pytest.fixture(autouse=True)
+def _postgresql(monkeypatch):
+    if connection.vendor != "postgresql":
+        pytest.skip("PostgreSQL only: SQLite looks every message id up, and has one writer")
+    monkeypatch.setattr(batches, "_duplicate_seen_at", None)  # no repeat seen by this process yet
+
+
+def _track(customer_id: str, message_id: str, **properties) -> dict:
+    return {
+        "type": "track",
+        "customer_id": customer_id,
+        "anonymous_id": None,
+        "event": "purchase",
+        "traits": None,
+        "properties": properties,
+        "context": {},
+        "timestamp": clock.now().isoformat(),
+        "message_id": message_id,
+        "previous": None,
+        "group_id": None,
+    }
+
+
+def _enqueue(project, messages: list[dict]) -> None:
+    commands_enqueue(project_id=project.pk, messages=messages, received_at=clock.now())
+
+
+def _drain(project) -> list:
+    results = []
+    while (result := commands_process(project_id=project.pk)) is not None and result.commands:
+        results.append(result)
+    return results
+
+
+def _lookups(queries) -> list[str]:
+    return [q["sql"] for q in queries if LOOKUP in q["sql"]]
+
+
+@pytest.mark.django_db
+def test_a_batch_of_new_calls_stores_them_without_looking_their_message_ids_up():
+    project = ProjectFactory()
+    _enqueue(project, [_track(f"c-{n}", f"m-{n}") for n in range(50)])
+    with CaptureQueriesContext(connection) as queries:
+        results = _drain(project)
+    assert sum(r.events for r in results) == 50 and sum(r.duplicates for r in results) == 0
+    assert _lookups(queries) == []
+    assert Event.objects.filter(project=project).count() == 50
+
+
+@pytest.mark.django_db
+def test_a_call_stored_before_is_stored_once_and_the_batch_around_it_is_kept():
+    project = ProjectFactory()
+    _enqueue(project, [_track("ann", "m-1", n=1)])
+    _drain(project)
+    # The same customer, so the repeat and the new call are in one partition and one batch.
+    _enqueue(project, [_track("ann", "m-1", n=1), _track("ann", "m-2", n=2)])
+    with CaptureQueriesContext(connection) as queries:
+        (result,) = _drain(project)
+    assert (result.messages, result.duplicates, result.events) == (2, 1, 1)
+    assert len(_lookups(queries)) == 1  # the run again, after the COPY failed on the repeat
+    assert sorted(Event.objects.filter(project=project).values_list("message_id", "properties__n")) == [
+        ("m-1", 1),
+        ("m-2", 2),
+    ]
+    assert not Command.objects.filter(project=project).exists()
+    assert not FailedCommand.objects.filter(project=project).exists()
+    assert Customer.objects.filter(project=project).count() == 1
+
+    # Repeats come in bursts (a client retrying): for a while, batches look first.
+    _enqueue(project, [_track("ann", "m-3")])
+    with CaptureQueriesContext(connection) as queries:
+        _drain(project)
+    assert len(_lookups(queries)) == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_task_keeps_batches_of_two_partitions_in_flight_at_once(monkeypatch):
+    monkeypatch.setattr(inbox, "wake", lambda *args, **kwargs: None)  # no live worker takes these
+    project = ProjectFactory()
+    customers = [f"c-{n}" for n in range(40)]
+    partitions = {partition_of({"customer_id": c}) for c in customers}
+    assert len(partitions) > 2
+    _enqueue(project, [_track(c, f"m-{c}") for c in customers])
+    first = partition_of({"customer_id": customers[0]})
+
+    # Each batch waits (a few seconds at most) inside its transaction for a batch of another
+    # thread to be inside one too: with one batch at a time, none ever sees another.
+    inside: set[int] = set()
+    overlapped = threading.Event()
+    lock = threading.Lock()
+
+    def wait_for_company(sender, **kwargs):
+        with lock:
+            inside.add(threading.get_ident())
+            if len(inside) > 1:
+                overlapped.set()
+        overlapped.wait(timeout=3)
+        with lock:
+            inside.discard(threading.get_ident())
+
+    batch_stored.connect(wait_for_company, dispatch_uid="tests.throughput.company")
+    try:
+        process_commands_task(project.pk, first)  # as a worker runs it, in this thread
+    finally:
+        batch_stored.disconnect(dispatch_uid="tests.throughput.company")
+    assert overlapped.is_set(), "no two batches were ever in flight at once"
+    assert not Command.objects.filter(project=project).exists()
+    assert sorted(Event.objects.filter(project=project).values_list("message_id", flat=True)) == sorted(
+        f"m-{c}" for c in customers
+    )
