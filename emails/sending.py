@@ -4,14 +4,17 @@ import logging
 import queue
 import secrets
 import threading
+from email.generator import BytesGenerator
+from email.policy import Compat32
 from email.utils import formataddr, parseaddr
+from io import BytesIO
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
 from django.core.mail.message import sanitize_address
-from django.db import connections
+from django.db import connections, transaction
 
 from timonier import clock
 
@@ -36,6 +39,32 @@ class _Email(EmailMultiAlternatives):
             # email for it, for every email (a tenth of composing one); 128 random bits do not occur.
             message.set_boundary(f"==============={secrets.token_hex(16)}==")
         return message
+
+
+class _Policy(Compat32):
+    """The policy Django's messages have (compat32), writing a short ASCII header without the Header
+    class, which returns such a value unchanged anyway, at a fifth of the cost of composing an email."""
+
+    def fold_binary(self, name, value):
+        if (
+            isinstance(value, str)
+            and value.isascii()
+            and len(name) + 2 + len(value) <= (self.max_line_length or 0)
+            and "\r" not in value
+            and "\n" not in value
+        ):
+            return f"{name}: {value}{self.linesep}".encode("ascii")
+        return super().fold_binary(name, value)
+
+
+_POLICY = _Policy()
+
+
+def as_bytes(message) -> bytes:
+    """The bytes Django's SMTP backend sends, `message.as_bytes(linesep="\\r\\n")`, made faster."""
+    out = BytesIO()
+    BytesGenerator(out, mangle_from_=False, policy=_POLICY).flatten(message, linesep="\r\n")
+    return out.getvalue()
 
 
 def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternatives:
@@ -162,7 +191,7 @@ class _Sender:
         envelope = (
             sanitize_address(message.from_email, encoding),
             [sanitize_address(address, encoding) for address in message.recipients()],
-            message.message().as_bytes(linesep="\r\n"),
+            as_bytes(message.message()),
         )
         while True:
             try:
@@ -270,7 +299,13 @@ def _record(deliveries: list[Delivery]) -> None:
         per_delivery("message_id", sent, [d.message_id for d in sent], "message_id")
     ids = [d.pk for d in deliveries]
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    with connection.cursor() as cursor:
+    own_transaction = not connection.in_atomic_block
+    with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
+        if connection.vendor == "postgresql" and own_transaction:
+            # Not waiting for this commit to reach the disk: a crash that lost it would leave the
+            # chunk `sending` (maybe sent, never sent again), as a crash while sending does. The
+            # claim, which keeps an email from going twice, does wait.
+            cursor.execute("SET LOCAL synchronous_commit = off")
         cursor.execute(
             f"UPDATE {table} SET {', '.join(assignments)} WHERE id IN ({', '.join(['%s'] * len(ids))})",  # noqa: S608
             [*params, *ids],
