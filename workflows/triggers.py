@@ -24,6 +24,7 @@ from segments.conditions import matches
 from segments.conditions.evaluation import MISSING, json_equal, lookup
 from segments.models import Membership, MembershipChange
 from timonier import clock
+from timonier.bulk import bulk_insert, insert_rows
 
 from .definition import first_step, watches_changes
 from .models import Run, Trigger, Workflow, WorkflowVersion
@@ -76,7 +77,8 @@ def record_triggers(*, project_id: int, events: list, trait_changes: list) -> in
     event_names, trait_names = listeners(project_id)
     if not event_names and not trait_names:
         return 0
-    now = clock.now()
+    # Rows as plain dicts (no model instances): a batch of purchases makes one per event.
+    now = clock.now().isoformat()
     rows = []
     for customer_id, message in events:
         if message["event"] in event_names:
@@ -88,32 +90,32 @@ def record_triggers(*, project_id: int, events: list, trait_changes: list) -> in
                 "message_id": message["message_id"],
             }
             rows.append(
-                Trigger(
-                    project_id=project_id,
-                    customer_id=customer_id,
-                    kind=Trigger.Kind.EVENT,
-                    name=message["event"],
-                    occurrence=message["message_id"],
-                    payload=payload,
-                    created_at=now,
-                )
+                {
+                    "project_id": project_id,
+                    "customer_id": customer_id,
+                    "kind": Trigger.Kind.EVENT.value,
+                    "name": message["event"],
+                    "occurrence": message["message_id"],
+                    "payload": payload,
+                    "created_at": now,
+                }
             )
     for customer_id, message_id, changed in trait_changes:
         for trait, old, new in changed:
             if trait in trait_names:
                 rows.append(
-                    Trigger(
-                        project_id=project_id,
-                        customer_id=customer_id,
-                        kind=Trigger.Kind.ATTRIBUTE,
-                        name=trait,
-                        occurrence=message_id,
-                        payload={"from": old, "to": new},
-                        created_at=now,
-                    )
+                    {
+                        "project_id": project_id,
+                        "customer_id": customer_id,
+                        "kind": Trigger.Kind.ATTRIBUTE.value,
+                        "name": trait,
+                        "occurrence": message_id,
+                        "payload": {"from": old, "to": new},
+                        "created_at": now,
+                    }
                 )
     if rows:
-        Trigger.objects.bulk_create(rows, batch_size=1000)
+        insert_rows(Trigger, rows)
         from .tasks import triggers_process_task
 
         transaction.on_commit(lambda: triggers_process_task.delay(project_id))
@@ -257,9 +259,7 @@ def enrol(workflow: Workflow, version: WorkflowVersion, candidates: list[Candida
     concurrent = bool(definition.get("allow_concurrent_runs"))
     period = timedelta(days=frequency.get("days", 0))
     ids = {candidate.customer_id for candidate in candidates}
-    alive = set(
-        Customer.objects.filter(project_id=workflow.project_id, pk__in=ids).values_list("pk", flat=True)
-    )
+    alive = set(Customer.objects.filter(project_id=workflow.project_id, pk__in=ids).values_list("pk", flat=True))
     state: dict[int, list] = {}  # customer id -> [ever enrolled, in progress, last start]
     for customer_id, status, started_at in Run.objects.filter(workflow=workflow, customer_id__in=alive).values_list(
         "customer_id", "status", "started_at"
@@ -301,12 +301,12 @@ def enrol(workflow: Workflow, version: WorkflowVersion, candidates: list[Candida
                 goal_until=goal_until,
             )
         )
-    Run.objects.bulk_create(runs, ignore_conflicts=True, batch_size=1000)
+    bulk_insert(Run, runs, ignore_conflicts=True)
     return runs
 
 
 def enrol_existing_members(workflow: Workflow, version: WorkflowVersion, *, now: datetime) -> int:
-    """"Also enrol customers already in the segment", at activation."""
+    """ "Also enrol customers already in the segment", at activation."""
     segment_id = version.definition["trigger"]["segment_id"]
     members = Membership.objects.filter(segment_id=segment_id).values_list("customer_id", flat=True)
     candidates = [
