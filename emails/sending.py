@@ -299,14 +299,14 @@ def _record(deliveries: list[Delivery]) -> None:
         per_delivery("message_id", sent, [d.message_id for d in sent], "message_id")
     ids = [d.pk for d in deliveries]
     table = connection.ops.quote_name(Delivery._meta.db_table)
-    own_transaction = not connection.in_atomic_block
+    update = f"UPDATE {table} SET {', '.join(assignments)} WHERE id IN ({', '.join(['%s'] * len(ids))})"  # noqa: S608
+    if connection.vendor != "postgresql" or connection.in_atomic_block:  # the caller's transaction
+        with connection.cursor() as cursor:
+            cursor.execute(update, [*params, *ids])
+        return
     with transaction.atomic(using=connection.alias), connection.cursor() as cursor:
-        if connection.vendor == "postgresql" and own_transaction:
-            # Not waiting for this commit to reach the disk: a crash that lost it would leave the
-            # chunk `sending` (maybe sent, never sent again), as a crash while sending does. The
-            # claim, which keeps an email from going twice, does wait.
-            cursor.execute("SET LOCAL synchronous_commit = off")
-        cursor.execute(
-            f"UPDATE {table} SET {', '.join(assignments)} WHERE id IN ({', '.join(['%s'] * len(ids))})",  # noqa: S608
-            [*params, *ids],
-        )
+        # Not waiting for this commit to reach the disk: a crash that lost it would leave the chunk
+        # `sending` (maybe sent, never sent again), as a crash while sending does. The claim, which
+        # keeps an email from going twice, does wait.
+        cursor.execute("SET LOCAL synchronous_commit = off")
+        cursor.execute(update, [*params, *ids])
