@@ -46,13 +46,32 @@ def process_commands_task(project_id: int, partition: int | None = None) -> None
 
 
 def _drain(project_id: int, partition: int | None, deadline: float) -> bool:
-    """Batches of one partition (None: of the free partition with the oldest command, anew for
-    each batch) until it is done or held by another worker (False), or the deadline (True)."""
+    """Batches of one partition until it is done or held by another worker (False), or the
+    deadline (True). None: of each partition no worker holds, the oldest waiting first, listed
+    once per round (not once per batch), until a round finds none free with commands."""
+    if partition is not None:
+        return _drain_partition(project_id, partition, deadline) is None
+    while True:
+        progressed = False
+        for pending in processing.partitions_pending(project_id):
+            done = _drain_partition(project_id, pending, deadline)
+            if done is None:
+                return True
+            progressed = progressed or done
+        if not progressed:
+            return False
+
+
+def _drain_partition(project_id: int, partition: int, deadline: float) -> bool | None:
+    """Whether batches of the partition were applied before it was done or held; None when the
+    deadline came first."""
+    applied = False
     while time.monotonic() < deadline:
         result = processing.commands_process(project_id=project_id, partition=partition)
         if result is None or result.commands == 0:
-            return False
-    return True
+            return applied
+        applied = True
+    return None
 
 
 def _drain_others(project_id: int, deadline: float) -> None:
