@@ -6,6 +6,7 @@ changed URL fails the signature, which is what keeps `/e/c/` from being an open 
 Tokens do not expire: an email read a year later still tracks and still unsubscribes.
 """
 
+import functools
 import logging
 
 from django.conf import settings
@@ -45,7 +46,14 @@ def click_url(delivery_id: int, url: str) -> str:
 
 
 def unsubscribe_url(delivery_id: int) -> str:
-    return f"{settings.PLATFORM_URL}/e/u/{_sign(delivery_id, UNSUBSCRIBE_SALT)}"
+    # An email asks for it twice (its footer and its List-Unsubscribe header): signed once.
+    return _unsubscribe_url(delivery_id, settings.PLATFORM_URL, settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=256)
+def _unsubscribe_url(delivery_id: int, platform_url: str, secret_key: str) -> str:
+    del secret_key  # part of the key: _sign reads it from the settings
+    return f"{platform_url}/e/u/{_sign(delivery_id, UNSUBSCRIBE_SALT)}"
 
 
 def _sign(value, salt: str, *, compress: bool = False) -> str:
