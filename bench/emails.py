@@ -11,11 +11,13 @@ neither side of the ratio any of this process's CPU:
 2. Timonier, timed from the first `deliver_many` call to the last message the sink received:
    `emails.deliveries.deliver_many` for the N customers in passes of PASS sends (each in its own
    transaction, with an idempotency key, as a workflow pass makes them); their send tasks run
-   in this process (CELERY_TASK_ALWAYS_EAGER: `deliveries_send_task` runs when the pass commits,
-   the task's own code path without a broker), one SMTP connection per chunk of SEND_CHUNK.
+   in this process (task_always_eager, set for this step only: `deliveries_send_task` runs when
+   the pass commits, the task's own code path without a broker; during the setup the inbox's
+   wake-ups go to an unconsumed filesystem broker, so no CDP drain runs beside the sends), one
+   SMTP connection per chunk of SEND_CHUNK, its emails sent by the chunk's sender thread.
 3. The limit: the exact messages the sink received (envelope and bytes), replayed with
    `smtplib.SMTP.sendmail` to the same sink, one connection per SEND_CHUNK as the product uses;
-   timed from the first connection to the last message received.
+   timed from the first connection to the last message received; the median of three replays.
 
 No load generator: `load_cpu` is None. QUICK=1: N = 300, else 3,000 (BENCH_EMAILS overrides).
 BENCH_EMAILS_PROFILE=path writes a cProfile of step 2 there (pstats format).
@@ -45,6 +47,7 @@ COUNT = int(os.environ.get("BENCH_EMAILS", "300" if QUICK else "3000"))
 PASS = 100  # sends per deliver_many call (one workflow pass)
 TARGET = 0.3
 SINK_TIMEOUT = 120
+REPLAYS = 3
 
 # The guide's Purchase Follow-Up email ("Thank you for your purchase, {{ customer.name }}!").
 MJML = """<mjml>
@@ -192,9 +195,15 @@ def timonier_phase(version, customers, sink: Sink) -> dict:
     from django.db import connection, transaction
     from django.db.models import Count
 
+    from cdp.inbox import WAKE_INTERVAL
     from emails.deliveries import SEND_CHUNK, Send, deliver_many
     from emails.models import Delivery
+    from timonier.celery import app
 
+    # Eager from here on only: during the setup, the inbox's wake-ups went to the (unconsumed)
+    # filesystem broker, and the last trailing one has gone by now, so nothing but the sends runs.
+    time.sleep(WAKE_INTERVAL * 10)
+    app.conf.task_always_eager = True
     profile_path = os.environ.get("BENCH_EMAILS_PROFILE")
     profiler = None
     if profile_path:
@@ -265,7 +274,6 @@ def main() -> int:
         os.environ.update(
             bench_env(folder, postgres.url, ""),
             EMAIL_URL=f"smtp://127.0.0.1:{smtp_port}",
-            CELERY_TASK_ALWAYS_EAGER="1",
             DJANGO_SETTINGS_MODULE="timonier.settings",
         )
         import django
@@ -279,8 +287,11 @@ def main() -> int:
         log(f"emails: {COUNT:,} deliveries through deliver_many and the send task, in this process")
         product = timonier_phase(version, customers, sink)
         log(f"emails: the same {COUNT:,} messages replayed with smtplib")
-        limit = smtplib_phase(product["messages"], smtp_port, product["chunk"], sink)
+        # The replay is short and the machine shared: the median of three, each printed.
+        replays = [smtplib_phase(product["messages"], smtp_port, product["chunk"], sink) for _ in range(REPLAYS)]
+        limit = sorted(replays, key=lambda replay: replay["rate"])[REPLAYS // 2]
         per_delivery = product["statements"] / COUNT
+        rates = ", ".join(f"{replay['rate']:.0f}" for replay in replays)
         rows = [
             row("emails rendered and sent/s", "emails/s", product["rate"], limit["rate"], target=TARGET,
                 load_cpu=None,
@@ -289,7 +300,8 @@ def main() -> int:
                 f"(eager, chunks of {product['chunk']} per SMTP connection) in {product['seconds']:.2f} s, "
                 f"{per_delivery:.1f} SQL statements and {product['cpu_ms']:.1f} ms of this process's CPU per "
                 f"delivery, machine load average {os.getloadavg()[0]:.1f}; limit: smtplib replaying the same "
-                f"{product['bytes'] / COUNT / 1024:.1f} KB messages in {limit['seconds']:.2f} s; "
+                f"{product['bytes'] / COUNT / 1024:.1f} KB messages in {limit['seconds']:.2f} s (median of "
+                f"{REPLAYS} replays: {rates}/s); "
                 f"durable PostgreSQL; no load generator (load_cpu none), the sink is its own process"),
         ]  # fmt: skip
         print()
@@ -305,6 +317,7 @@ def main() -> int:
             "cpu_ms_per_delivery": product["cpu_ms"],
             "timonier_seconds": product["seconds"],
             "limit_seconds": limit["seconds"],
+            "limit_rates": [r["rate"] for r in replays],
             "message_bytes": product["bytes"],
         }
         log(f"written to {write_part('emails', rows, details).relative_to(ROOT)}")

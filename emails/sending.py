@@ -3,6 +3,7 @@
 import logging
 import queue
 import random
+import sys
 import threading
 from email.generator import BytesGenerator
 from email.policy import Compat32
@@ -23,6 +24,10 @@ from .models import Delivery
 from .rendering import RenderedEmail, RenderError, render_delivery
 
 logger = logging.getLogger(__name__)
+# While a chunk renders in one thread and sends in another: each SMTP reply wakes the sender,
+# which then waits for the renderer to hand over the interpreter, by default up to 5 ms, three
+# times per email (MAIL, RCPT, DATA); that wait was a fifth of the chunk's time.
+SWITCH_INTERVAL = 0.0005
 _random = random.Random()
 
 
@@ -149,6 +154,9 @@ def _send_claimed(claimed: list[int], delivery_ids: list[int], connection, unrea
         [delivery for delivery in deliveries if delivery.kind == Delivery.Kind.MARKETING]
     )
     sender = _Sender(connection)
+    switch = sys.getswitchinterval()
+    if sender.thread is not None:
+        sys.setswitchinterval(SWITCH_INTERVAL)
     try:
         for delivery in deliveries:
             if unreachable:
@@ -158,6 +166,7 @@ def _send_claimed(claimed: list[int], delivery_ids: list[int], connection, unrea
                 _send_one(delivery, sender, unsubscribed=delivery.pk in unsubscribed)
     finally:
         sender.close()  # what was handed over is sent first
+        sys.setswitchinterval(switch)
         _record(sender.done)
         # An exception, not a kill: the ones not tried go back to the queue (not one that was being
         # sent when it struck: it may have gone out).
