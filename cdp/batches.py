@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import orjson
-from django.db import IntegrityError, OperationalError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 
 from timonier import clock
 
@@ -125,22 +125,29 @@ def _batch_process(project_id: int, partition: int, max_commands: int) -> BatchR
 
 def _claim(project_id: int, partition: int, max_commands: int) -> list[tuple[int, list[dict]]]:
     """The partition's oldest commands, up to MAX_MESSAGES_PER_BATCH calls (at least one command),
-    as (row id, messages); each message carries its command's `received_at`."""
+    as (row id, messages); each message carries its command's `received_at`.
+
+    The cut is made in SQL, on the running total of message_count, so only the payloads taken are
+    read and sent: reading max_commands rows and stopping at the cut in Python fetched more than
+    twice the payloads it used when requests span all partitions (pieces of a dozen calls)."""
+    table = Command._meta.db_table
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT id, received_at, payload FROM {table} WHERE id IN ("  # noqa: S608 (a model's own table)
+            "SELECT id FROM (SELECT id, message_count, SUM(message_count) OVER (ORDER BY id) AS upto "
+            f"FROM (SELECT id, message_count FROM {table} WHERE project_id = %s AND partition = %s "
+            "ORDER BY id LIMIT %s) AS oldest) AS totals WHERE upto <= %s OR upto = message_count"
+            ") ORDER BY id",
+            [project_id, partition, max_commands, MAX_MESSAGES_PER_BATCH],
+        )
+        rows = cursor.fetchall()
     claimed = []
-    total = 0
-    rows = (
-        Command.objects.filter(project_id=project_id, partition=partition)
-        .order_by("id")
-        .values_list("id", "received_at", "message_count", "payload")[:max_commands]
-    )
-    for pk, received_at, count, payload in rows:
-        if claimed and total + count > MAX_MESSAGES_PER_BATCH:
-            break
+    for pk, received_at, payload in rows:
+        received_at = storage.aware(received_at)
         messages = orjson.loads(payload)
         for message in messages:
             message["received_at"] = received_at
         claimed.append((pk, messages))
-        total += count
     return claimed
 
 

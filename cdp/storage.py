@@ -84,7 +84,7 @@ def customers_lock(ids: Iterable[int]) -> list[tuple[int, str | None, float, flo
         )
         return select_in(sql, [], ids)
     rows = select_in("SELECT id, external_id, first_seen_at, last_seen_at FROM cdp_customer WHERE id {values}", [], ids)
-    return [(pk, ext, _aware(first).timestamp(), _aware(last).timestamp()) for pk, ext, first, last in rows]
+    return [(pk, ext, aware(first).timestamp(), aware(last).timestamp()) for pk, ext, first, last in rows]
 
 
 def events_insert(rows: Sequence[tuple]) -> None:
@@ -167,8 +167,8 @@ def customers_load(ids: Iterable[int]) -> list[dict]:
             "external_id": external_id,
             "traits": _json(traits),
             "trait_times": _json(trait_times),
-            "first_seen_at": _aware(first_seen),
-            "last_seen_at": _aware(last_seen),
+            "first_seen_at": aware(first_seen),
+            "last_seen_at": aware(last_seen),
         }
         for pk, external_id, traits, trait_times, first_seen, last_seen in rows
     ]
@@ -178,8 +178,9 @@ def _json(value):
     return orjson.loads(value) if isinstance(value, (str, bytes)) else value
 
 
-def _aware(value) -> datetime:
-    if isinstance(value, str):  # SQLite stores naive UTC text
+def aware(value) -> datetime:
+    """A datetime column's value as an aware datetime (SQLite's raw cursor gives naive UTC text)."""
+    if isinstance(value, str):
         value = datetime.fromisoformat(value)
     return value if value.tzinfo else value.replace(tzinfo=UTC)
 

@@ -131,3 +131,25 @@ def test_one_task_keeps_batches_of_two_partitions_in_flight_at_once(monkeypatch)
     assert sorted(Event.objects.filter(project=project).values_list("message_id", flat=True)) == sorted(
         f"m-{c}" for c in customers
     )
+
+
+@pytest.mark.django_db
+def test_a_batch_reads_only_the_commands_it_takes(monkeypatch):
+    monkeypatch.setattr(batches, "MAX_MESSAGES_PER_BATCH", 10)
+    project = ProjectFactory()
+    _enqueue(project, [_track("ann", f"big-{n}") for n in range(12)])  # alone over the cut: taken alone
+    for first in range(0, 20, 4):
+        _enqueue(project, [_track("ann", f"m-{n}") for n in range(first, first + 4)])
+    read: list[int] = []
+
+    def count_claimed(execute, sql, params, many, context):
+        result = execute(sql, params, many, context)
+        if sql.startswith("SELECT id, received_at, payload FROM cdp_command"):
+            read.append(context["cursor"].rowcount)
+        return result
+
+    with connection.execute_wrapper(count_claimed):
+        results = _drain(project)
+    assert [(r.commands, r.messages) for r in results] == [(1, 12), (2, 8), (2, 8), (1, 4)]
+    assert read == [1, 2, 2, 1]  # rows sent by PostgreSQL: the payloads used, no more
+    assert Event.objects.filter(project=project).count() == 32
