@@ -1,7 +1,17 @@
-"""The inbox of accepted commands: the API's only write, and how workers are woken."""
+"""The inbox of accepted commands: the API's only write, and how workers are woken.
+
+Group commit. An API process answers many requests at once (gunicorn threads), and each one's
+INSERT would be a commit of its own: a round trip and a WAL flush each. Outside a transaction,
+`commands_enqueue` hands its rows to the process's group instead: the first request to arrive
+while no commit is under way leads, writing every row waiting at that moment in one INSERT (one
+transaction), then hands the lead to the first request that arrived meanwhile, whose rows and
+all those queued behind it go in the next. Each request returns only once the INSERT holding its
+rows has committed (the API's "202 means committed"), and fails if that INSERT failed; rows of
+different requests are never made to fail together (a group that fails is retried request by
+request). The waiting requests touch no database connection at all.
+"""
 
 import logging
-import queue
 import threading
 import time
 import uuid
@@ -10,19 +20,25 @@ from datetime import datetime
 
 import orjson
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import DatabaseError, connection, transaction
 
 from .models import Command
 
 logger = logging.getLogger(__name__)
 
-WAKE_INTERVAL = 0.05  # seconds: at most one wake-up message per partition and process this often
+# Seconds: at most one wake-up message per partition and process this often. A message costs the
+# API process about 1 ms of CPU (Celery's apply_async, measured), four times a bare request, and
+# under load a worker is already draining the partition: wake-ups in a burst only cost.
+WAKE_INTERVAL = 0.25
 _last_wake: dict[tuple[int, int | None], float] = {}
-_trailing: set[tuple[int, int | None]] = set()
+_trailing: dict[tuple[int, int | None], float] = {}  # key -> when its trailing wake-up is due
+_queued: set[tuple[int, int | None]] = set()  # keys to publish at once
 _wake_lock = threading.Lock()
-_outbox: queue.SimpleQueue = queue.SimpleQueue()
+_wake_ready = threading.Condition(_wake_lock)
 _publisher: threading.Thread | None = None
-_queued: set[tuple[int, int | None]] = set()
+
+GROUP_MAX_ROWS = 500  # rows of one grouped INSERT (6 parameters each: well under every driver's limit)
+_COLUMNS = "(project_id, partition, command_id, received_at, message_count, payload, attempts)"
 
 
 def partition_of(message: dict) -> int:
@@ -37,8 +53,9 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
     """Store a request's calls durably and wake a worker for each partition they fall in.
 
     One command per partition, with the calls in the request's order; all share the returned
-    command_id. Called outside a transaction (the API) the INSERT has committed when this returns;
-    inside one, it commits with the caller's other writes.
+    command_id. Called outside a transaction (the API) the INSERT has committed when this returns
+    (grouped with other requests of this process, see above); inside one, it commits with the
+    caller's other writes.
     """
     command_id = uuid.uuid4()
     pieces: dict[int, list[dict]] = {}
@@ -48,22 +65,118 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
         return command_id  # nothing to apply
     command = Command._meta.get_field("command_id").get_db_prep_value(command_id, connection)
     received = Command._meta.get_field("received_at").get_db_prep_value(received_at, connection)
-    params: list = []
-    for partition, piece in pieces.items():
-        params += [project_id, partition, command, received, len(piece), orjson.dumps(piece).decode()]
-    # One plain INSERT (autocommit) of every piece: the request is stored whole or not at all, and
-    # the ORM's model machinery would cost as much as the write here.
+    rows = [
+        (project_id, partition, command, received, len(piece), orjson.dumps(piece).decode())
+        for partition, piece in pieces.items()
+    ]
+    if connection.in_atomic_block:
+        # Inside a caller's transaction (a workflow step): its connection, its commit; the workers
+        # are woken once the commands are visible.
+        _insert(rows)
+        transaction.on_commit(lambda: [wake(project_id, partition) for partition in pieces])
+    else:
+        _Group.insert(rows)
+        for partition in pieces:
+            wake(project_id, partition)
+    return command_id
+
+
+def _insert(rows: list[tuple]) -> None:
+    """One plain INSERT of the rows: stored all or none, and the ORM's model machinery would cost
+    as much as the write here."""
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {Command._meta.db_table} "  # noqa: S608 (a model's own table name)
-            "(project_id, partition, command_id, received_at, message_count, payload, attempts) VALUES "
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(pieces)),
-            params,
+            f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES "  # noqa: S608 (a model's own table)
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)),
+            [value for row in rows for value in row],
         )
-    # Inside a caller's transaction (a workflow step), the workers are woken once the commands are
-    # visible; outside one, on_commit runs at once.
-    transaction.on_commit(lambda: [wake(project_id, partition) for partition in pieces])
-    return command_id
+
+
+def _insert_reconnecting(rows: list[tuple]) -> None:
+    """_insert, once more on a new connection if the one it used turns out dead (the database
+    restarted): the API process checks no connection before each request (a round trip as dear
+    as the INSERT itself; see the API section of timonier/settings.py), so it finds out here. If
+    the first INSERT did commit before its connection dropped, its calls are stored twice in the
+    inbox but applied once: a call's message_id is unique per project."""
+    try:
+        _insert(rows)
+    except DatabaseError:
+        if connection.in_atomic_block or connection.is_usable():
+            raise
+        connection.close()
+        _insert(rows)
+
+
+class _Group:
+    """The process's group commit (the module docstring): requests waiting for their rows' commit."""
+
+    _lock = threading.Lock()
+    _waiting: list["_Group"] = []  # in arrival order; the first may be leading
+    _leading = False  # a request is committing; when False nothing waits
+
+    def __init__(self, rows: list[tuple]) -> None:
+        self.rows = rows
+        self.woken = threading.Event()  # set when done, or when handed the lead
+        self.done = False
+        self.error: BaseException | None = None
+
+    @classmethod
+    def insert(cls, rows: list[tuple]) -> None:
+        """Return once `rows` are committed (raise DatabaseError if they could not be)."""
+        me = cls(rows)
+        with cls._lock:
+            cls._waiting.append(me)
+            lead = not cls._leading
+            cls._leading = True
+        if not lead:
+            me.woken.wait()
+        if not me.done:  # leading: my rows are the first waiting
+            cls._lead()
+        if me.error is not None:
+            if isinstance(me.error, DatabaseError):
+                raise type(me.error)(*me.error.args)  # each waiting request raises its own
+            raise DatabaseError(f"the grouped INSERT failed: {me.error!r}")
+
+    @classmethod
+    def _lead(cls) -> None:
+        with cls._lock:
+            group, size = [], 0
+            while cls._waiting and (not group or size + len(cls._waiting[0].rows) <= GROUP_MAX_ROWS):
+                size += len(cls._waiting[0].rows)
+                group.append(cls._waiting.pop(0))
+        try:
+            cls._commit(group)
+        except BaseException as exc:  # never leave a waiting request without an answer
+            for member in group:
+                if not member.done:
+                    member.error, member.done = exc, True
+            raise
+        finally:
+            with cls._lock:
+                following = cls._waiting[0] if cls._waiting else None
+                cls._leading = following is not None
+            for member in group:
+                if member.done:
+                    member.woken.set()
+            if following is not None:
+                following.woken.set()
+
+    @staticmethod
+    def _commit(group: list["_Group"]) -> None:
+        try:
+            _insert_reconnecting([row for member in group for row in member.rows])
+        except DatabaseError as exc:
+            if len(group) == 1:
+                group[0].error = exc
+            else:  # one request's bad row must not fail the others: each alone
+                logger.warning("a grouped INSERT of %s requests failed (%s); inserting each alone", len(group), exc)
+                for member in group:
+                    try:
+                        _insert(member.rows)
+                    except DatabaseError as alone:
+                        member.error = alone
+        for member in group:
+            member.done = True
 
 
 def wake(project_id: int, partition: int | None = None) -> None:
@@ -72,50 +185,46 @@ def wake(project_id: int, partition: int | None = None) -> None:
     At most one message per partition and process every WAKE_INTERVAL: a call inside the interval
     arms one trailing wake-up at its end instead, so the last command of a burst is not left
     waiting for the periodic sweep. Best effort: the sweep is the backstop, so a broker that is
-    down delays processing but loses nothing (the command is in the database).
+    down delays processing but loses nothing (the command is in the database). Publishing is the
+    one publisher thread's (a request never waits for the broker, nor on its outage), which also
+    sends the trailing wake-ups when they fall due: no thread is started per wake-up.
     """
+    global _publisher
     key = (project_id, partition)
     now = time.monotonic()
     with _wake_lock:
         elapsed = now - _last_wake.get(key, -WAKE_INTERVAL)
         if elapsed >= WAKE_INTERVAL:
             _last_wake[key] = now
+            if key in _queued:  # already waiting to be sent (say, while the broker is slow)
+                return
+            _queued.add(key)
+        elif key not in _trailing:
+            _trailing[key] = now + WAKE_INTERVAL - elapsed
         else:
-            if key not in _trailing:
-                _trailing.add(key)
-                timer = threading.Timer(WAKE_INTERVAL - elapsed, _wake_trailing, args=[key])
-                timer.daemon = True
-                timer.start()
             return
-    _hand_off(key)
-
-
-def _hand_off(key: tuple[int, int | None]) -> None:
-    """Publish from a background thread: a request never waits for the broker (nor on its outage)."""
-    global _publisher
-    with _wake_lock:
         if _publisher is None or not _publisher.is_alive():  # none yet, or lost in a fork
             _publisher = threading.Thread(target=_publish_forever, name="cdp-wake", daemon=True)
             _publisher.start()
-        if key in _queued:  # already waiting to be sent (say, while the broker is slow)
-            return
-        _queued.add(key)
-    _outbox.put(key)
+        _wake_ready.notify()
 
 
 def _publish_forever() -> None:
     while True:
-        key = _outbox.get()
         with _wake_lock:
-            _queued.discard(key)
-        _publish(*key)
-
-
-def _wake_trailing(key: tuple[int, int | None]) -> None:
-    with _wake_lock:
-        _trailing.discard(key)
-        _last_wake[key] = time.monotonic()
-    _publish(*key)
+            while True:
+                now = time.monotonic()
+                due = [key for key, at in _trailing.items() if at <= now]
+                for key in due:
+                    del _trailing[key]
+                    _last_wake[key] = now
+                ready = [*_queued, *due]
+                _queued.clear()
+                if ready:
+                    break
+                _wake_ready.wait(min(_trailing.values()) - now if _trailing else None)
+        for key in ready:
+            _publish(*key)
 
 
 def _publish(project_id: int, partition: int | None) -> None:

@@ -1,7 +1,8 @@
 """Rate limits of the API, in Redis, or in this process when there is no Redis.
 
 Per key: each API key has a bucket of `burst` tokens refilled at `rate` per second; a request
-takes one.
+takes one. The same round trip can read one more key (`take(..., read=...)`): the API reads the
+API keys' revocation generation with it, so a request with a remembered key makes one round trip.
 
 Per client address, on bad keys: an address that sent `limit` requests with a missing, unknown or
 revoked key in the current minute is refused until the minute ends, before its key is looked up,
@@ -46,7 +47,11 @@ else
 end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'ts', tostring(now))
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {allowed, tostring(wait)}
+local read = false
+if KEYS[2] then
+  read = redis.call('GET', KEYS[2])
+end
+return {allowed, tostring(wait), read}
 """
 
 
@@ -54,6 +59,8 @@ return {allowed, tostring(wait)}
 class Decision:
     allowed: bool
     retry_after: int = 0
+    read_done: bool = False  # whether `read` was read (Redis answered); then its value:
+    read: bytes | None = None
 
 
 class _LocalBuckets:
@@ -83,19 +90,22 @@ def _script(client: redis.Redis):
     return _scripts[id(client)]
 
 
-def take(key: str, *, rate: float, burst: float) -> Decision:
-    """Take one token from the bucket `key`."""
+def take(key: str, *, rate: float, burst: float, read: str | None = None) -> Decision:
+    """Take one token from the bucket `key`; with `read`, also GET that Redis key in the same
+    round trip (`read_done` is False without Redis or when it failed: the caller reads it itself)."""
     client = get_redis()
     if client is None:
         return _local.take(key, rate, burst)
+    keys = [f"ratelimit:{key}"] if read is None else [f"ratelimit:{key}", read]
     try:
-        allowed, wait = _script(client)(keys=[f"ratelimit:{key}"], args=[rate, burst, time.time()])
+        allowed, wait, value = _script(client)(keys=keys, args=[rate, burst, time.time()])
     except redis.RedisError:
         logger.warning("rate limiter unavailable; letting the request through", exc_info=True)
         return Decision(True)
+    done = read is not None
     if int(allowed):
-        return Decision(True)
-    return Decision(False, max(1, int(float(wait) + 0.999)))
+        return Decision(True, read_done=done, read=value)
+    return Decision(False, max(1, int(float(wait) + 0.999)), read_done=done, read=value)
 
 
 BAD_KEY_WINDOW_SECONDS = 60

@@ -5,9 +5,10 @@ finds the row; the rest is compared as a SHA-256 digest in constant time.
 
 Each API process keeps the keys it has looked up in memory, stamped with a *generation*: a
 counter in Redis (the shared cache without Redis) that every creation and revocation bumps.
-A request reads the counter (one GET) and trusts its memory only if the generation is the same,
-so a revoked key is refused by every process from the next request on, without a database query
-per request. `last_used_at` is written at most once a minute per key.
+A request reads the counter (one GET, or with the API's rate limit in its one Redis round trip:
+`generation` below) and trusts its memory only if the generation is the same, so a revoked key is
+refused by every process from the next request on, without a database query per request.
+`last_used_at` is written at most once a minute per key.
 
 A key has a scope (`ApiKey.Scope`): a *write* key is public (analytics.js puts it in page source)
 and can only send calls; a *secret* key can do everything a write key can, and also read
@@ -100,12 +101,29 @@ def api_key_revoke(*, api_key: ApiKey) -> None:
     generation_bump()
 
 
-def api_key_authenticate(raw_key: str) -> ApiKey | None:
-    """The active key a raw key belongs to, with its project loaded; None if unknown or revoked."""
+def generation_parse(value: bytes | str | None) -> int:
+    """The generation from GENERATION_KEY's raw value (a caller that read it in its own round trip)."""
+    return int(value or 0)
+
+
+def api_key_remembered(raw_key: str) -> ApiKey | None:
+    """The key this process remembers for a raw key's prefix, checked for nothing (neither its
+    secret, its generation nor its age): what a caller may use before authenticating, such as the
+    rate limit of its project, never to let a request in."""
+    remembered = _remembered.get(raw_key[:PREFIX_LENGTH]) if raw_key else None
+    return remembered[0] if remembered is not None else None
+
+
+def api_key_authenticate(raw_key: str, *, generation: int | None = None) -> ApiKey | None:
+    """The active key a raw key belongs to, with its project loaded; None if unknown or revoked.
+
+    `generation`: GENERATION_KEY's current value if the caller has just read it (see
+    generation_parse); otherwise it is read here."""
     if not raw_key or not raw_key.startswith(KEY_PREFIX) or len(raw_key) > 100:
         return None
     prefix = raw_key[:PREFIX_LENGTH]
-    generation = _generation()
+    if generation is None:
+        generation = _generation()
     remembered = _remembered.get(prefix)
     if (
         remembered is not None

@@ -233,6 +233,12 @@ API_RATE_BURST_SECONDS = env.int("API_RATE_BURST_SECONDS", default=2)
 # Requests with a missing, unknown or revoked key one client address may send per minute before
 # it gets 429 (cdp/ratelimit.py); the address as accounts/throttling.py's client_address reads it.
 API_BAD_KEY_LIMIT = env.int("API_BAD_KEY_LIMIT", default=20)
+if SERVICE == "api" and DATABASES["default"]["ENGINE"] != "django.db.backends.sqlite3":
+    # No SELECT 1 before each request's first query: on the ingest path it cost as much as the
+    # INSERT (bench/ingest.py). The inbox INSERT reconnects once on a dead connection
+    # (cdp/inbox.py); any other query that meets one fails that request, and Django closes the
+    # connection at the request's end, so the next one reconnects.
+    DATABASES["default"]["CONN_HEALTH_CHECKS"] = False
 # Ingest: partitions of each project's inbox (cdp/processing.py), each drained by one worker at a
 # time, so up to this many workers share one project. Change it only with an empty inbox: calls
 # already queued stay in the partition they were given.
