@@ -20,6 +20,7 @@ from django.db import connections, transaction
 from timonier import clock
 
 from . import tracking
+from .compiling import short_lines
 from .models import Delivery
 from .rendering import RenderedEmail, RenderError, render_delivery
 
@@ -92,7 +93,7 @@ def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternativ
         reply_to=[source.reply_to] if source.reply_to else None,
         headers=headers,
     )
-    message.attach_alternative(rendered.html, "text/html")
+    message.attach_alternative(short_lines(rendered.html), "text/html")
     return message
 
 

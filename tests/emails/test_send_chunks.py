@@ -1,6 +1,8 @@
 """A send task's chunk: claimed, loaded, checked and recorded in a fixed number of statements, the
 template compiled once per version, the emails unchanged (a real SMTP server on 127.0.0.1)."""
 
+import re
+
 import pytest
 from aiosmtpd.controller import Controller
 from django.db import connection
@@ -197,3 +199,21 @@ def test_an_unreachable_server_leaves_the_chunk_queued_for_a_retry(project, sett
     with pytest.raises(ConnectionRefusedError):  # the task's autoretry takes it from here
         deliveries_send(delivery_ids=[d.pk for d in chunk])
     assert set(Delivery.objects.values_list("status", flat=True)) == {Delivery.Status.QUEUED}
+
+
+def test_the_html_part_goes_without_quoted_printable_and_only_breaks_lines_inside_layout_tags(
+    project, smtp_server, platform_url
+):
+    version = make_template(project, mjml=GUIDE_MJML, publish=True).published_version
+    (delivery,) = queued(version, customers(project, 1))
+    rendered = render_delivery(delivery)
+    assert max(len(line) for line in rendered.html.split("\n")) > 998  # mrml's one-line <body>
+    deliveries_send(delivery_ids=[delivery.pk])
+
+    mail = smtp_server.wait_for("c0@example.com")
+    part = mail.message.get_body(preferencelist=("html",))
+    assert part["Content-Transfer-Encoding"] in ("7bit", "8bit")
+    assert max(len(line) for line in mail.html.splitlines()) <= 998
+    # The same HTML but for a line break in place of the space after some tag names.
+    sent = re.sub(r"<(table|tr|td|div)\n", r"<\1 ", mail.html.replace("\r\n", "\n"))
+    assert sent.rstrip("\n") == rendered.html.rstrip("\n")  # tokens are the same each time they are made
