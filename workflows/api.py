@@ -15,7 +15,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.utils.dateparse import parse_datetime
 
-from cdp.api.customers import _customer_or_404
+from cdp.api.customers import customer_or_404
 from cdp.api.http import ApiError, json_response, read_json_body
 from cdp.api.ingest import SINGLE_BODY_LIMIT
 from cdp.messages import CUSTOMER_ID_RE, ID_MAX, MessageError, _object
@@ -231,7 +231,7 @@ def workflow_runs(request: HttpRequest, project, workflow_id: str) -> HttpRespon
     _only_params(request, "limit", "cursor", "status", "customer_id")
     customer = None
     if "customer_id" in request.GET:
-        customer = _customer_or_404(project, request.GET["customer_id"])
+        customer = customer_or_404(project, request.GET["customer_id"])
     rows, more = api_selectors.runs_page(
         project,
         workflow=workflow,
@@ -245,7 +245,7 @@ def workflow_runs(request: HttpRequest, project, workflow_id: str) -> HttpRespon
 
 @read_view(("GET",))
 def customer_runs(request: HttpRequest, project, customer_id: str) -> HttpResponse:
-    customer = _customer_or_404(project, customer_id)
+    customer = customer_or_404(project, customer_id)
     _only_params(request, "limit", "cursor", "status")
     rows, more = api_selectors.runs_page(
         project, customer=customer, status=_run_status(request), before=_run_cursor(request), limit=page_limit(request)
@@ -279,7 +279,7 @@ def workflow_enrollments(request: HttpRequest, project, workflow_id: str) -> Htt
     key = _enrolment_key(request, body, problems)
     if problems:
         return validation_error_response(problems)
-    customer = _customer_or_404(project, customer_id)
+    customer = customer_or_404(project, customer_id)
     try:
         run, created = services.workflow_enrol(workflow=workflow, customer=customer, key=key, data=data)
     except triggers.EnrolmentRefused as exc:

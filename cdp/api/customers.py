@@ -74,7 +74,8 @@ def _segment_id(project, raw: str | None) -> int | None:
     return int(raw)
 
 
-def _customer_or_404(project, customer_id: str) -> Customer:
+def customer_or_404(project, customer_id: str) -> Customer:
+    """The project's customer by its external id, or the API's 404 naming customer_id (also for workflows' runs)."""
     customer = selectors.customer_by_id(project, customer_id)
     if customer is None:
         raise ApiError(404, f"customer_id: no customer {customer_id!r} in this project")
@@ -85,7 +86,7 @@ def _customer_or_404(project, customer_id: str) -> Customer:
 def customer_detail(request: HttpRequest, project, customer_id: str) -> HttpResponse:
     if request.method == "DELETE":
         return _customer_erase(project, customer_id)
-    return json_response(customer_json(_customer_or_404(project, customer_id), full=True))
+    return json_response(customer_json(customer_or_404(project, customer_id), full=True))
 
 
 def _customer_erase(project, customer_id: str) -> HttpResponse:
@@ -103,7 +104,7 @@ def _customer_erase(project, customer_id: str) -> HttpResponse:
 
 @read_view(("GET",))
 def customer_events(request: HttpRequest, project, customer_id: str) -> HttpResponse:
-    customer = _customer_or_404(project, customer_id)
+    customer = customer_or_404(project, customer_id)
     events, next_cursor = selectors.customer_events_page(
         project, customer, limit=page_limit(request), cursor=request.GET.get("cursor"), name=request.GET.get("event")
     )
