@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.db import connection, transaction
-from django.db.models import Exists, F, OuterRef, QuerySet
+from django.db.models import BooleanField, Case, Exists, ExpressionWrapper, F, OuterRef, QuerySet, Value, When
 from django.db.models.expressions import RawSQL
 
 from cdp.models import Customer
@@ -102,7 +102,8 @@ def membership_apply_changes(
     A segment that holds as events grow skips its members whose only change is new events."""
     scopes: dict[int, list[int]] = {}
     if_not_member: dict[int, set[int]] = {}
-    for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
+    conditions = dict(Segment.objects.filter(project_id=project_id).values_list("pk", "condition"))
+    for pk, condition in conditions.items():
         reads = change_reader(condition)
         grows = holds_as_events_grow(condition)
         scope, events_only = [], set()
@@ -120,7 +121,9 @@ def membership_apply_changes(
                 if_not_member[pk] = events_only
     if not scopes:
         return 0, 0
-    return _update(project_id, scopes, now, cause=MembershipChange.Cause.INGEST, if_not_member=if_not_member)
+    return _update(
+        project_id, scopes, now, cause=MembershipChange.Cause.INGEST, if_not_member=if_not_member, conditions=conditions
+    )
 
 
 def memberships_end(
@@ -159,10 +162,15 @@ def memberships_end(
     return sum(len(changes.exited) for changes in all_changes)
 
 
-def segments_depending_on(project_id: int, segment_ids: set[int]) -> set[int]:
-    """Every segment whose condition reads one of `segment_ids`, directly or through others."""
+def segments_depending_on(
+    project_id: int, segment_ids: set[int], conditions: dict[int, dict] | None = None
+) -> set[int]:
+    """Every segment whose condition reads one of `segment_ids`, directly or through others
+    (`conditions`: the project's segments' conditions by id, when the caller has them)."""
+    if conditions is None:
+        conditions = dict(Segment.objects.filter(project_id=project_id).values_list("pk", "condition"))
     readers: dict[int, set[int]] = {}
-    for pk, condition in Segment.objects.filter(project_id=project_id).values_list("pk", "condition"):
+    for pk, condition in conditions.items():
         for used in referenced_segments(condition):
             readers.setdefault(used, set()).add(pk)
     found: set[int] = set()
@@ -202,19 +210,28 @@ def _update(
     *,
     cause: str,
     if_not_member: dict[int, set[int]] | None = None,
+    conditions: dict[int, dict] | None = None,
 ) -> tuple[int, int]:
     """Re-check, for each segment id of `scopes`, its customers; a segment reading another is
     computed after it and also re-checks the customers that entered or left it. The customers
     of `if_not_member[segment id]` are re-checked only if they are not members (read under the
-    segment's lock, so a concurrent rebuild's exits are seen)."""
+    segment's lock, so a concurrent rebuild's exits are seen). `conditions`: every segment of
+    the project by id, when the caller has read them already.
+
+    However many segments a batch touches, the work is a fixed number of statements (per level of
+    segments reading segments, usually one): one read of their memberships among the customers,
+    one SELECT answering every condition for them (`_evaluate`), then one DELETE, one INSERT and
+    one history INSERT for all the segments' changes together, and one UPDATE of the counts. Under
+    the segments' locks no other computation changes their memberships, so the members read first
+    and the conditions' answers give exactly the rows to write."""
     now = now or clock.now()
     if_not_member = if_not_member or {}
     scopes = {pk: set(ids) for pk, ids in scopes.items()}
-    for dependent in segments_depending_on(project_id, set(scopes)):
+    for dependent in segments_depending_on(project_id, set(scopes), conditions):
         scopes.setdefault(dependent, set())
     with transaction.atomic():
         # Locks are taken in id order (no deadlock with another computation); the work is then
-        # done in dependency order.
+        # done in dependency order, level by level.
         locked = list(
             Segment.objects.filter(project_id=project_id, pk__in=list(scopes))
             .exclude(status=Segment.Status.FAILED)  # left out of live updates until its condition changes
@@ -222,33 +239,184 @@ def _update(
             .order_by("pk")
         )
         all_changes: dict[int, Changes] = {}
-        for segment in dependency_order(locked):
-            candidates = if_not_member.get(segment.pk)
-            if candidates:
-                scopes[segment.pk] -= _members_among(segment, candidates)
-            for used in referenced_segments(segment.condition):
-                if used in all_changes:
-                    scopes[segment.pk].update(all_changes[used].entered, all_changes[used].exited)
-            if not scopes[segment.pk]:
+        for level in _levels(locked):
+            # The customers who entered or left a segment read are re-checked whatever else.
+            moved = {
+                segment.pk: {
+                    customer_id
+                    for used in referenced_segments(segment.condition)
+                    if used in all_changes
+                    for customer_id in (*all_changes[used].entered, *all_changes[used].exited)
+                }
+                for segment in level
+            }
+            level = [segment for segment in level if scopes[segment.pk] or moved[segment.pk]]
+            if not level:
                 continue
-            ids = sorted(scopes[segment.pk])
-            scope = Customer.objects.filter(AmongIds(F("pk"), ids), project_id=project_id)
-            changes = _apply(segment, scope, now, cause, customer_ids=ids)
-            delta = len(changes.entered) - len(changes.exited)
-            if delta:
-                Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") + delta)
-            all_changes[segment.pk] = changes
+            members = _members_of(level, set().union(*(scopes[s.pk] | moved[s.pk] for s in level)))
+            for segment in level:
+                candidates = if_not_member.get(segment.pk)
+                if candidates:
+                    scopes[segment.pk] -= members[segment.pk] & candidates
+                scopes[segment.pk] |= moved[segment.pk]
+            level = [segment for segment in level if scopes[segment.pk]]
+            if not level:
+                continue
+            matched = _evaluate(project_id, level, scopes, now)
+            changes = {}
+            for segment in level:
+                scope, were = scopes[segment.pk], members[segment.pk]
+                changes[segment.pk] = Changes(
+                    segment,
+                    entered=sorted(matched[segment.pk] - were),
+                    exited=sorted((were & scope) - matched[segment.pk]),
+                )
+            _write(changes.values(), now, cause)
+            all_changes.update(changes)
         _signal_on_commit(list(all_changes.values()))
     return sum(len(c.entered) for c in all_changes.values()), sum(len(c.exited) for c in all_changes.values())
 
 
-def _members_among(segment: Segment, customer_ids: set[int]) -> set[int]:
-    ids = sorted(customer_ids)
-    return set(
-        Membership.objects.filter(AmongIds(F("customer_id"), ids), segment=segment).values_list(
-            "customer_id", flat=True
+def _levels(segments: list[Segment]) -> list[list[Segment]]:
+    """`segments` in groups computed one after the other: each segment in a later group than the
+    segments of the list it reads (whose new memberships its condition must see)."""
+    depth: dict[int, int] = {}
+    for segment in dependency_order(segments):
+        used = [depth[pk] for pk in referenced_segments(segment.condition) if pk in depth]
+        depth[segment.pk] = 1 + max(used) if used else 0
+    levels: list[list[Segment]] = [[] for _ in range(1 + max(depth.values(), default=-1))]
+    for segment in segments:
+        levels[depth[segment.pk]].append(segment)
+    return levels
+
+
+def _members_of(segments: list[Segment], customer_ids: set[int]) -> dict[int, set[int]]:
+    """The members among `customer_ids` of each segment, in one query."""
+    members: dict[int, set[int]] = {segment.pk: set() for segment in segments}
+    rows = Membership.objects.filter(
+        AmongIds(F("segment_id"), list(members)), AmongIds(F("customer_id"), sorted(customer_ids))
+    ).values_list("segment_id", "customer_id")
+    for segment_id, customer_id in rows:
+        members[segment_id].add(customer_id)
+    return members
+
+
+def _evaluate(project_id: int, segments: list[Segment], scopes: dict[int, set[int]], now: datetime) -> dict:
+    """Which customers of its scope each segment's condition matches, for all the segments in one
+    SELECT over the customers of all the scopes: a boolean column per segment, computed only for
+    the customers of its scope (a CASE, which PostgreSQL and SQLite evaluate lazily). Event counts
+    read the events of these customers only, each count once for all of them."""
+    everyone = sorted(set().union(*(scopes[segment.pk] for segment in segments)))
+    columns = {}
+    for segment in segments:
+        condition = compile_sql(segment.condition, now=now, project_id=project_id, customer_ids=everyone)
+        answer = ExpressionWrapper(condition, output_field=BooleanField())
+        if len(scopes[segment.pk]) < len(everyone):
+            answer = Case(When(AmongIds(F("pk"), sorted(scopes[segment.pk])), then=answer), default=Value(False))
+        columns[f"segment_{segment.pk}"] = answer
+    matched: dict[int, set[int]] = {segment.pk: set() for segment in segments}
+    rows = Customer.objects.filter(AmongIds(F("pk"), everyone), project_id=project_id).annotate(**columns)
+    for customer_id, *answers in rows.values_list("pk", *columns):
+        for segment, answer in zip(segments, answers, strict=True):
+            if answer:
+                matched[segment.pk].add(customer_id)
+    return matched
+
+
+def _write(all_changes: Iterable[Changes], now: datetime, cause: str) -> None:
+    """The changes of several segments as one DELETE, one INSERT, one history INSERT and one
+    UPDATE of the counts. An entry whose customer was deleted (merged, erased) since the
+    evaluation is not inserted, nor recorded."""
+    all_changes = list(all_changes)
+    table = connection.ops.quote_name(Membership._meta.db_table)
+    exits = [(changes.segment.pk, customer_id) for changes in all_changes for customer_id in changes.exited]
+    entries = [(changes.segment.pk, customer_id) for changes in all_changes for customer_id in changes.entered]
+    by_segment = {changes.segment.pk: changes for changes in all_changes}
+    if exits:
+        pairs_sql, pairs_params = _pairs_select(exits)
+        removed = _returned_rows(
+            f"DELETE FROM {table} WHERE (segment_id, customer_id) IN ({pairs_sql}) "  # noqa: S608
+            f"RETURNING segment_id, customer_id",
+            pairs_params,
         )
+        _keep_only(by_segment, removed, "exited")
+    if entries:
+        pairs_sql, pairs_params = _pairs_select(entries)
+        customers = connection.ops.quote_name(Customer._meta.db_table)
+        inserted = _returned_rows(
+            f"INSERT INTO {table} (segment_id, customer_id, entered_at) "  # noqa: S608
+            f"SELECT pairs.a, pairs.b, %s FROM ({pairs_sql}) AS pairs JOIN {customers} c ON c.id = pairs.b "
+            f"RETURNING segment_id, customer_id",
+            [_timestamp(now), *pairs_params],
+        )
+        _keep_only(by_segment, inserted, "entered")
+    _record_many(all_changes, now, cause)
+    deltas = {pk: len(c.entered) - len(c.exited) for pk, c in by_segment.items() if len(c.entered) != len(c.exited)}
+    if deltas:
+        Segment.objects.filter(pk__in=list(deltas)).update(
+            member_count=F("member_count")
+            + Case(*(When(pk=pk, then=Value(delta)) for pk, delta in deltas.items()), default=Value(0))
+        )
+
+
+def _keep_only(by_segment: dict[int, Changes], rows: list[tuple[int, int]], kind: str) -> None:
+    """Keep in each Changes' `kind` list only the customers a statement did change."""
+    done: dict[int, set[int]] = {}
+    for segment_id, customer_id in rows:
+        done.setdefault(segment_id, set()).add(customer_id)
+    for pk, changes in by_segment.items():
+        ids = getattr(changes, kind)
+        if len(done.get(pk, ())) != len(ids):
+            setattr(changes, kind, [customer_id for customer_id in ids if customer_id in done.get(pk, ())])
+
+
+def _pairs_select(pairs: list[tuple[int, int]]) -> tuple[str, list]:
+    """A subquery of (a, b) integer pairs: two arrays on PostgreSQL, a JSON array on SQLite."""
+    if connection.vendor == "postgresql":
+        left, right = zip(*pairs, strict=True)
+        return (
+            "SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS pairs(a, b)",
+            [bigint_array(left), bigint_array(right)],
+        )
+    return (
+        "SELECT json_extract(value, '$[0]') AS a, json_extract(value, '$[1]') AS b FROM json_each(%s)",
+        [json.dumps(pairs)],
     )
+
+
+def _returned_rows(sql: str, params) -> list[tuple]:
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchall()
+
+
+def _record_many(all_changes: list[Changes], at: datetime, cause: str) -> None:
+    """History rows of several segments' entries and exits in one statement."""
+    rows = [
+        (changes.segment.pk, customer_id, kind)
+        for changes in all_changes
+        for kind, ids in ((1, changes.entered), (0, changes.exited))
+        for customer_id in ids
+    ]
+    if not rows:
+        return
+    table = connection.ops.quote_name(MembershipChange._meta.db_table)
+    if connection.vendor == "postgresql":
+        segments, customers, kinds = zip(*rows, strict=True)
+        rows_sql = "SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[]) AS r(s, c, k)"
+        params = [bigint_array(segments), bigint_array(customers), bigint_array(kinds)]
+    else:
+        rows_sql = (
+            "SELECT json_extract(value, '$[0]') AS s, json_extract(value, '$[1]') AS c, "
+            "json_extract(value, '$[2]') AS k FROM json_each(%s)"
+        )
+        params = [json.dumps(rows)]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {table} (segment_id, customer_id, kind, cause, at) "  # noqa: S608
+            f"SELECT r.s, r.c, CASE WHEN r.k = 1 THEN %s ELSE %s END, %s, %s FROM ({rows_sql}) AS r",
+            [MembershipChange.Kind.ENTERED, MembershipChange.Kind.EXITED, cause, _timestamp(at), *params],
+        )
 
 
 def _ids_select(ids: list[int]) -> tuple[str, object]:
