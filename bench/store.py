@@ -78,6 +78,10 @@ if sys.argv[1] == "fill":
         ]}
         messages = normalize_batch(batch, received_at=clock.now(), max_items=100)
         inbox.commands_enqueue(project_id=project.pk, messages=messages, received_at=clock.now())
+    # Wake-ups left in the broker by the worker stopped before (for partitions drained meanwhile)
+    # would set the next worker going before the clock starts: the inbox is in the database.
+    from timonier.celery import app
+    app.control.purge()
 else:
     print(time.time(), flush=True)
     process_commands_task.delay(project.pk)  # the whole project: one task per partition
