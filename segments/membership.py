@@ -33,7 +33,7 @@ from .conditions import (
 )
 from .conditions.sql import AmongIds, bigint_array
 from .models import Membership, MembershipChange, Segment
-from .signals import segment_entered, segment_exited
+from .signals import segment_entered, segment_exited, segments_changed
 
 logger = logging.getLogger(__name__)
 
@@ -503,19 +503,27 @@ def _signal_on_commit(all_changes: list[Changes]) -> None:
     """After the commit, each receiver isolated: one that raises is logged, and is never read as a
     failed membership computation (which is stored by then)."""
 
+    def report(segment_pk, receiver, result) -> None:
+        if isinstance(result, Exception):
+            logger.error(
+                "segment %s: receiver %s failed",
+                segment_pk,
+                getattr(receiver, "__qualname__", receiver),
+                exc_info=result,
+            )
+
     def send():
         for changes in all_changes:
             for signal, ids in ((segment_entered, changes.entered), (segment_exited, changes.exited)):
                 if not ids:
                     continue
                 for receiver, result in signal.send_robust(sender=Segment, segment=changes.segment, customer_ids=ids):
-                    if isinstance(result, Exception):
-                        logger.error(
-                            "segment %s: receiver %s failed",
-                            changes.segment.pk,
-                            getattr(receiver, "__qualname__", receiver),
-                            exc_info=result,
-                        )
+                    report(changes.segment.pk, receiver, result)
+        for receiver, result in segments_changed.send_robust(
+            sender=Segment, project_id=moved[0].segment.project_id, segment_ids=[c.segment.pk for c in moved]
+        ):
+            report([c.segment.pk for c in moved], receiver, result)
 
-    if any(changes.entered or changes.exited for changes in all_changes):
+    moved = [changes for changes in all_changes if changes.entered or changes.exited]
+    if moved:
         transaction.on_commit(send)

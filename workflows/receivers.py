@@ -7,7 +7,7 @@ from django.db.models import Q
 from django.dispatch import receiver
 
 from cdp.signals import batch_stored, customer_merged, customers_changed
-from segments.signals import segment_entered, segment_exited
+from segments.signals import segments_changed
 from timonier import clock
 
 from . import triggers
@@ -60,24 +60,16 @@ def recheck_runs(sender, *, project_id: int, changes: dict, recheck_all=frozense
         triggers._wake_executor_on_commit()
 
 
-def _segment_changed(segment, **kwargs) -> None:
+@receiver(segments_changed, dispatch_uid="workflows.segments_changed")
+def on_segments_changed(sender, *, project_id: int, segment_ids: list[int], **kwargs) -> None:
+    """Once per membership computation (not per segment: a batch moving 20 segments asks once)."""
     listening = Workflow.objects.filter(
-        project_id=segment.project_id,
+        project_id=project_id,
         status=Workflow.Status.ACTIVE,
         trigger_type__in=["segment_entered", "segment_exited"],
-        trigger_segment_id=segment.pk,
+        trigger_segment_id__in=segment_ids,
     ).exists()
     if listening:
         from .tasks import triggers_process_task
 
-        triggers_process_task.delay(segment.project_id)
-
-
-@receiver(segment_entered, dispatch_uid="workflows.segment_entered")
-def on_segment_entered(sender, *, segment, customer_ids, **kwargs) -> None:
-    _segment_changed(segment)
-
-
-@receiver(segment_exited, dispatch_uid="workflows.segment_exited")
-def on_segment_exited(sender, *, segment, customer_ids, **kwargs) -> None:
-    _segment_changed(segment)
+        triggers_process_task.delay(project_id)

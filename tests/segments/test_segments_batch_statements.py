@@ -222,3 +222,19 @@ def test_segments_reading_segments_see_the_memberships_the_same_batch_changed():
     assert set(outside.memberships.values_list("customer_id", flat=True)) == everyone - (pro_members & big_members)
     for segment in (pro, big, pro_big, outside):
         assert membership_rebuild(segment, now=NOW) == (0, 0), segment.name
+
+
+def test_after_the_commit_a_batch_moving_20_segments_asks_once_which_workflows_listen(
+    django_capture_on_commit_callbacks,
+):
+    project = ProjectFactory()
+    customers = shop(project, 24)
+    live_segments(project, TWENTY)
+    changes = ingest(project, customers)
+    with django_capture_on_commit_callbacks() as callbacks:
+        membership_apply_changes(project.pk, changes, now=NOW)
+    with CaptureQueriesContext(connection) as queries:
+        for callback in callbacks:
+            callback()
+    asked = [q["sql"] for q in queries.captured_queries if "workflows_workflow" in q["sql"]]
+    assert len(asked) == 1, asked
