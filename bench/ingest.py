@@ -7,15 +7,17 @@ platform as in production (the API under gunicorn, one Celery worker), and the b
 (bench/bare.py: the same gunicorn and settings answering 202 to a parsed body, no other work),
 then measures, each against its limit in the same run:
 
-1. `/v1/track requests/s`: wrk (its own process) of single track calls on the live API / on the bare endpoint;
+1. `/v1/track requests/s`: wrk (its own process) of single track calls on the live API / on the bare
+   endpoint, the median of WRK_ROUNDS runs on each, alternating (the machine's load moves);
 2. `/v1/track p99 at half the saturating rate`: bench/loadgen.py (open loop, latency from the
    scheduled send) at half row 1's live rate, on the live API then on the bare endpoint at the
    same rate; met when the live p99 is under 50 ms;
-3. `/v1/batch (100) events/s accepted`: wrk of batches of 100 track calls on each;
+3. `/v1/batch (100) events/s accepted`: wrk of batches of 100 track calls on each, as row 1;
 
 and appends bench/store.py's `store_rows(...)` (events/s stored end to end, the worker curve)
-when it exists. Every row carries the load generator's CPU share. Each wrk run lasts
-BENCH_SECONDS (15; QUICK=1: 3), each rate run as long (QUICK=1: 5).
+when it exists. Every row carries the load generator's CPU share. Each wrk run lasts 5 s
+(QUICK=1: 2 s), after one unmeasured second on each server; each rate run BENCH_SECONDS (15;
+QUICK=1: 5 s).
 """
 
 import importlib
@@ -38,8 +40,10 @@ from bare import start_bare  # noqa: E402
 from live import CONNECTIONS, bench_env, log, start_platform, stop_processes, wait_drained  # noqa: E402
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
-WRK_SECONDS = 3 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
+WRK_SECONDS = 2 if table.QUICK else 5
+WRK_ROUNDS = 3
 RATE_SECONDS = 5 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
+WARM_UP_SECONDS = 1
 P99_BOUND_MS = 50.0
 LOADGEN_CONNECTIONS = 64
 
@@ -66,13 +70,13 @@ end
 """
 
 
-def wrk(url: str, script: str, key: str, folder: Path) -> dict:
+def wrk(url: str, script: str, key: str, folder: Path, *, seconds: int = WRK_SECONDS) -> dict:
     """A closed-loop wrk run: 2xx answers per second, latency percentiles, wrk's CPU share."""
     path = folder / "load.lua"
     path.write_text(script.replace("KEY", key))
-    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{WRK_SECONDS}s", "--latency", "-s", str(path), url]
+    command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(path), url]
     cpu = table.Cpu()
-    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=WRK_SECONDS + 60).stdout
+    output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     load_cpu, machine_busy = cpu.shares()
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = int(non_2xx.group(1)) if non_2xx else 0
@@ -94,6 +98,23 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def paired(live: str, bare: str, script: str, key: str, database_url: str, folder: Path) -> tuple[dict, dict]:
+    """WRK_ROUNDS wrk runs on each server, alternating (live, bare, live, …), each server's median
+    run: the machine is shared, and its load moves within seconds; alternating lets both servers
+    meet the same. The live runs' commands are drained before each bare run, so the bare one does
+    not share the CPUs with the worker."""
+    runs: dict[str, list[dict]] = {"live": [], "bare": []}
+    for _ in range(WRK_ROUNDS):
+        runs["live"].append(wrk(live, script, key, folder))
+        wait_drained(database_url)
+        runs["bare"].append(wrk(bare, script, key, folder))
+    medians = {}
+    for name, found in runs.items():
+        median = sorted(found, key=lambda run: run["rps"])[len(found) // 2]
+        medians[name] = {**median, "rounds": [run["rps"] for run in found]}
+    return medians["live"], medians["bare"]
+
+
 def loadgen(url: str, key: str, rate: float) -> dict:
     """bench/loadgen.py at `rate` requests/s, as a waited-for child (its CPU share from table.Cpu)."""
     command = [sys.executable, str(BENCH / "loadgen.py"), "--url", url, "--key", key, "--rate", f"{rate:.1f}",
@@ -105,6 +126,10 @@ def loadgen(url: str, key: str, rate: float) -> dict:
     result = json.loads(done.stdout)
     result["load_cpu"], result["machine_busy"] = cpu.shares()
     return result
+
+
+def _rounds(run: dict) -> str:
+    return " / ".join(f"{rps:,.0f}" for rps in run["rounds"])
 
 
 def store_rows(**platform) -> list[dict]:
@@ -122,17 +147,22 @@ def store_rows(**platform) -> list[dict]:
 def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path) -> tuple[list[dict], dict]:
     details: dict = {"wrk_seconds": WRK_SECONDS, "rate_seconds": RATE_SECONDS, "connections": CONNECTIONS}
 
-    log(f"/v1/track: wrk {WRK_SECONDS} s, {CONNECTIONS} connections, live API then bare endpoint")
-    track = wrk(live + "/v1/track", TRACK_LUA, key, folder)
+    # A fresh server opens its database connections, spawns its threads and looks the key up
+    # during its first requests: one unmeasured second of load each, so both rows read steady state.
+    log(f"warm-up: wrk {WARM_UP_SECONDS} s on each server")
+    wrk(live + "/v1/track", TRACK_LUA, key, folder, seconds=WARM_UP_SECONDS)
+    wrk(bare + "/v1/track", TRACK_LUA, key, folder, seconds=WARM_UP_SECONDS)
     wait_drained(database_url)
-    track_bare = wrk(bare + "/v1/track", TRACK_LUA, key, folder)
+    log(f"/v1/track: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating")
+    track, track_bare = paired(live + "/v1/track", bare + "/v1/track", TRACK_LUA, key, database_url, folder)
     details["track"] = {"live": track, "bare": track_bare}
     rows = [
         table.row(
             "/v1/track requests/s", "req/s", track["rps"], track_bare["rps"], target=0.5,
             load_cpu=max(track["load_cpu"], track_bare["load_cpu"]),
-            note=f"wrk {CONNECTIONS} connections: live p50 {track['p50']:.1f} ms p99 {track['p99']:.1f} ms, "
-            f"non-2xx {track['errors']}; bare p99 {track_bare['p99']:.1f} ms",
+            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
+            f"{track['p50']:.1f} ms p99 {track['p99']:.1f} ms, non-2xx {track['errors']}; bare p99 "
+            f"{track_bare['p99']:.1f} ms; runs live {_rounds(track)}, bare {_rounds(track_bare)}",
         )
     ]  # fmt: skip
 
@@ -154,17 +184,16 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
         )
     )  # fmt: skip
 
-    log(f"/v1/batch of 100: wrk {WRK_SECONDS} s, {CONNECTIONS} connections, live API then bare endpoint")
-    batch = wrk(live + "/v1/batch", BATCH_LUA, key, folder)
-    wait_drained(database_url)
-    batch_bare = wrk(bare + "/v1/batch", BATCH_LUA, key, folder)
+    log(f"/v1/batch of 100: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating")
+    batch, batch_bare = paired(live + "/v1/batch", bare + "/v1/batch", BATCH_LUA, key, database_url, folder)
     details["batch"] = {"live": batch, "bare": batch_bare}
     rows.append(
         table.row(
             "/v1/batch (100) events/s accepted", "events/s", batch["rps"] * 100, batch_bare["rps"] * 100,
             target=0.5, load_cpu=max(batch["load_cpu"], batch_bare["load_cpu"]),
-            note=f"wrk {CONNECTIONS} connections: live p50 {batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, "
-            f"non-2xx {batch['errors']}",
+            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
+            f"{batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, non-2xx {batch['errors']}; requests/s runs live "
+            f"{_rounds(batch)}, bare {_rounds(batch_bare)}",
         )
     )  # fmt: skip
     return rows, details
