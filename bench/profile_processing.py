@@ -50,7 +50,7 @@ def main() -> None:
         from timonier import clock
 
         call_command("migrate", verbosity=0)
-        inbox.wake = lambda project_id: None  # no broker here: this process drains the inbox itself
+        inbox.wake = lambda *args, **kwargs: None  # no broker here: this process drains the inbox itself
         organization = Organization.objects.create(name="Profile", slug="profile")
         project = Project.objects.create(organization=organization, name="Profile", slug="profile")
         counter = iter(range(10**9))

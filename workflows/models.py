@@ -183,6 +183,12 @@ class Run(models.Model):
             models.Index(
                 fields=["customer"], name="workflows_run_watching", condition=Q(status="waiting", watches_changes=True)
             ),
+            # Runs whose goal may still convert (also after they ended): looked up for every batch.
+            models.Index(
+                fields=["customer"],
+                name="workflows_run_goal_open",
+                condition=Q(converted_at__isnull=True, goal_until__isnull=False),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -365,13 +365,23 @@ def check_goals_after_end(project_id: int, customer_ids: list[int], *, now: date
     """Runs that ended but are still inside their goal window convert when the goal now holds."""
     from .evaluation import holds
 
-    runs = list(
-        Run.objects.filter(
-            project_id=project_id, customer_id__in=customer_ids, converted_at__isnull=True, goal_until__gte=now
-        )
-        .exclude(status__in=Run.IN_PROGRESS)
-        .select_related("version")[:1000]
+    window = Run.objects.filter(project_id=project_id, converted_at__isnull=True, goal_until__gte=now).exclude(
+        status__in=Run.IN_PROGRESS
     )
+    if connection.vendor == "postgresql":
+        # One array parameter for the batch's customers (see receivers.recheck_runs); the partial
+        # index workflows_run_goal_open holds only the runs whose goal is still open.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT id FROM workflows_run WHERE customer_id = ANY(%s) AND project_id = %s "
+                "AND converted_at IS NULL AND goal_until >= %s LIMIT 1000",
+                [customer_ids, project_id, now],
+            )
+            ids = [row[0] for row in cursor.fetchall()]
+        window = window.filter(pk__in=ids) if ids else window.none()
+    else:
+        window = window.filter(customer_id__in=customer_ids)
+    runs = list(window.select_related("version")[:1000])
     if not runs:
         return 0
     customers = {c.pk: c for c in Customer.objects.filter(pk__in={run.customer_id for run in runs})}
