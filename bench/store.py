@@ -34,7 +34,7 @@ import live  # noqa: E402
 from live import CONNECTIONS, bench_env, log, sql, start_platform, stop_processes, wait_drained  # noqa: E402
 from table import QUICK, Cpu, row, table, tree_cpu, write_part  # noqa: E402
 
-SECONDS = 3 if QUICK else live.SECONDS
+SECONDS = 2 if QUICK else live.SECONDS
 TARGET_STORED = 0.4
 CURVE_WORKERS = (1, 2, 4)
 CURVE_EVENTS = 5_000 if QUICK else 100_000

@@ -52,8 +52,8 @@ from table import Cpu, row, table, write_part  # noqa: E402
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
 CUSTOMERS = int(os.environ.get("BENCH_WF_CUSTOMERS", "1000" if QUICK else "10000"))
 # How long part 1 waits for its runs to end and their emails to be sent before measuring what was done.
-RUN_WAIT = int(os.environ.get("BENCH_WF_WAIT", "180" if QUICK else "600"))
-SECONDS = 3 if QUICK and "BENCH_SECONDS" not in os.environ else live.SECONDS
+RUN_WAIT = int(os.environ.get("BENCH_WF_WAIT", "60" if QUICK else "600"))
+SECONDS = 2 if QUICK and "BENCH_SECONDS" not in os.environ else live.SECONDS
 WAITING = 100_000
 SWEEPS = 20
 LOAD_THREADS = 8
