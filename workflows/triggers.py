@@ -54,34 +54,76 @@ def trigger_name(trait: str) -> str:
     return trait.split(".", 1)[0]
 
 
-def listeners(project_id: int) -> tuple[set[str], set[str]]:
-    """Event names and top-level trait names that active workflows or waiting runs listen to."""
+def listeners(project_id: int) -> tuple[set[str], set[str], dict[str, set[int]]]:
+    """Event names and top-level trait names that active workflows or waiting runs listen to; and
+    the event names only "Once per customer" workflows start on (no waiting run listens for them),
+    each with those workflows' ids: a customer enrolled in all of them needs no trigger row."""
     events: set[str] = set()
     traits: set[str] = set()
+    once: dict[str, set[int]] = {}
+    not_once: set[str] = set()
+    waited: set[str] = set()
     rows = Workflow.objects.filter(
         project_id=project_id, status__in=[Workflow.Status.ACTIVE, Workflow.Status.PAUSED]
-    ).values_list("status", "trigger_type", "trigger_key", "wait_events")
-    for status, kind, key, wait_events in rows:
+    ).values_list("pk", "status", "trigger_type", "trigger_key", "wait_events", "active_version__definition")
+    for pk, status, kind, key, wait_events, definition in rows:
         events.update(wait_events or ())
+        waited.update(wait_events or ())
         if status != Workflow.Status.ACTIVE:
             continue
         if kind == "event":
             events.add(key)
+            frequency = ((definition or {}).get("frequency") or {"type": "once"}).get("type")
+            if frequency == "once":
+                once.setdefault(key, set()).add(pk)
+            else:
+                not_once.add(key)
         elif kind == "attribute_changed":
             traits.add(trigger_name(key))
-    return events, traits
+    settled = {name: ids for name, ids in once.items() if name not in not_once and name not in waited}
+    return events, traits, settled
+
+
+def _enrolled_everywhere(settled: dict[str, set[int]], events: list) -> set[tuple[str, int]]:
+    """(event name, customer id) of the batch's events whose customer already has a run in every
+    Once-per-customer workflow the event starts: enrolment would refuse them all (one query)."""
+    customers = {customer_id for customer_id, message in events if message["event"] in settled}
+    if not customers:
+        return set()
+    workflow_ids = set().union(*settled.values())
+    enrolled: dict[int, set[int]] = defaultdict(set)
+    if connection.vendor == "postgresql":  # arrays, not an IN list of a placeholder per customer
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT DISTINCT workflow_id, customer_id FROM workflows_run "
+                "WHERE workflow_id = ANY(%s) AND customer_id = ANY(%s)",
+                [list(workflow_ids), list(customers)],
+            )
+            pairs = cursor.fetchall()
+    else:
+        pairs = (
+            Run.objects.filter(workflow_id__in=workflow_ids, customer_id__in=customers)
+            .values_list("workflow_id", "customer_id")
+            .distinct()
+        )
+    for workflow_id, customer_id in pairs:
+        enrolled[customer_id].add(workflow_id)
+    return {(name, customer) for name, ids in settled.items() for customer in customers if ids <= enrolled[customer]}
 
 
 def record_triggers(*, project_id: int, events: list, trait_changes: list) -> int:
     """Inside an ingest batch's transaction: the trigger rows for what workflows listen to."""
-    event_names, trait_names = listeners(project_id)
+    event_names, trait_names, settled = listeners(project_id)
     if not event_names and not trait_names:
         return 0
+    # A busy shop's Once-per-customer purchase workflow would otherwise write (and then delete) a
+    # trigger row for every purchase of every customer it already enrolled, for ever.
+    skip = _enrolled_everywhere(settled, events)
     # Rows as plain dicts (no model instances): a batch of purchases makes one per event.
     now = clock.now().isoformat()
     rows = []
     for customer_id, message in events:
-        if message["event"] in event_names:
+        if message["event"] in event_names and (message["event"], customer_id) not in skip:
             payload = {
                 "type": "track",
                 "event": message["event"],

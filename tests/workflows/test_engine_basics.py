@@ -145,3 +145,26 @@ def test_other_projects_events_never_enrol(project, travel):
     run_engine(other)
     run_engine(project)
     assert runs_of(workflow) == []
+
+
+def test_a_once_per_customer_workflow_records_no_trigger_for_a_customer_it_already_enrolled(project, travel):
+    from .engine import published_template
+
+    once = active_workflow(project, guide_flow(published_template(project)), name="Once")
+    identify(project, "u1", email="a@example.com")
+    track(project, "u1", "purchase")
+    assert Trigger.objects.count() == 1
+    run_engine(project)
+    assert len(runs_of(once)) == 1 and Trigger.objects.count() == 0
+    track(project, "u1", "purchase")
+    assert Trigger.objects.count() == 0  # enrolment would refuse it: nothing written, nothing to decide
+
+    every = active_workflow(
+        project,
+        {**guide_flow(published_template(project, name="Again")), "frequency": {"type": "every_time"}},
+        name="Every time",
+    )
+    track(project, "u1", "purchase")
+    assert Trigger.objects.count() == 1  # another workflow starts on it every time
+    run_engine(project)
+    assert len(runs_of(every)) == 1 and len(runs_of(once)) == 1
