@@ -1,4 +1,5 @@
 import logging
+import queue
 import threading
 import time
 
@@ -29,20 +30,63 @@ def process_commands_task(project_id: int, partition: int | None = None) -> None
         return
     deadline = time.monotonic() + DRAIN_SECONDS
     # SQLite has one writer: a second batch in flight would only wait for the first.
-    helpers = [
-        threading.Thread(target=_drain_others, args=(project_id, deadline), name=f"cdp-drain-{n}", daemon=True)
-        for n in range(DRAIN_THREADS - 1 if storage.is_postgres() else 0)
-    ]
-    for helper in helpers:
-        helper.start()
+    helped = _helpers.submit(project_id, deadline) if storage.is_postgres() else []
     try:
         if _drain(project_id, partition, deadline):
             process_commands_task.delay(project_id, partition)
         elif _drain(project_id, None, deadline):  # this one is done (or taken): help with the others
             process_commands_task.delay(project_id)
     finally:
-        for helper in helpers:
-            helper.join()
+        for done in helped:
+            done.wait()
+
+
+class _Helpers:
+    """The DRAIN_THREADS - 1 helper threads of this worker process, started on first use (after
+    the pool's fork) and kept, each with its own database connection: a thread (and so a new
+    PostgreSQL connection, a backend forked and authenticated) per task was 44 % of the worker's
+    samples under a storm of wake-ups. A helper that died is replaced at the next task."""
+
+    def __init__(self) -> None:
+        self.jobs: queue.SimpleQueue = queue.SimpleQueue()
+        self.threads: list[threading.Thread] = []
+        self.lock = threading.Lock()
+
+    def submit(self, project_id: int, deadline: float) -> list[threading.Event]:
+        """A job per helper thread; the events are set when each has finished it."""
+        with self.lock:
+            self.threads = [thread for thread in self.threads if thread.is_alive()]
+            while len(self.threads) < DRAIN_THREADS - 1:
+                thread = threading.Thread(target=self._run, name=f"cdp-drain-{len(self.threads)}", daemon=True)
+                thread.start()
+                self.threads.append(thread)
+            jobs = [threading.Event() for _ in self.threads]
+        for done in jobs:
+            self.jobs.put((project_id, deadline, done))
+        return jobs
+
+    def release(self) -> None:
+        """Each helper closes its database connection (before a database is dropped: tests)."""
+        with self.lock:
+            jobs = [threading.Event() for thread in self.threads if thread.is_alive()]
+        for done in jobs:
+            self.jobs.put((None, None, done))
+        for done in jobs:
+            done.wait(timeout=10)
+
+    def _run(self) -> None:
+        while True:
+            project_id, deadline, done = self.jobs.get()
+            try:
+                if project_id is None:
+                    connection.close()
+                else:
+                    _drain_others(project_id, deadline)
+            finally:
+                done.set()
+
+
+_helpers = _Helpers()
 
 
 def _drain(project_id: int, partition: int | None, deadline: float) -> bool:
@@ -83,7 +127,8 @@ def _drain_others(project_id: int, deadline: float) -> None:
     except Exception:  # the commands stay in the inbox: their own tasks, or the sweep, take them
         logger.exception("project=%s: draining other partitions failed", project_id)
     finally:
-        connection.close()  # this thread's own connection
+        # The thread's own connection is kept for its next job, unless broken or past CONN_MAX_AGE.
+        connection.close_if_unusable_or_obsolete()
 
 
 @shared_task(ignore_result=True)

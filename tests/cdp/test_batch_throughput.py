@@ -9,7 +9,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from cdp import batches, inbox
+from cdp import batches, inbox, tasks
 from cdp.inbox import commands_enqueue, partition_of
 from cdp.models import Command, Customer, Event, FailedCommand
 from cdp.processing import commands_process
@@ -26,6 +26,8 @@ def _postgresql(monkeypatch):
     if connection.vendor != "postgresql":
         pytest.skip("PostgreSQL only: SQLite looks every message id up, and has one writer")
     monkeypatch.setattr(batches, "_duplicate_seen_at", None)  # no repeat seen by this process yet
+    yield
+    tasks._helpers.release()  # the helper threads' connections, kept between tasks, closed
 
 
 def _track(customer_id: str, message_id: str, **properties) -> dict:
@@ -153,3 +155,32 @@ def test_a_batch_reads_only_the_commands_it_takes(monkeypatch):
     assert [(r.commands, r.messages) for r in results] == [(1, 12), (2, 8), (2, 8), (1, 4)]
     assert read == [1, 2, 2, 1]  # rows sent by PostgreSQL: the payloads used, no more
     assert Event.objects.filter(project=project).count() == 32
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_helper_thread_keeps_its_database_connection_from_one_task_to_the_next(monkeypatch):
+    """A wake-up storm runs thousands of tasks: a new thread, and so a new PostgreSQL connection
+    (a backend forked and authenticated), per task was most of the worker's time."""
+    monkeypatch.setattr(inbox, "wake", lambda *args, **kwargs: None)
+    project = ProjectFactory()
+    backends: dict[str, set[int]] = {}
+
+    def note_backend(sender, **kwargs):
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            backends.setdefault(threading.current_thread().name, set()).add(cursor.fetchone()[0])
+
+    batch_stored.connect(note_backend, dispatch_uid="tests.throughput.backend")
+    try:
+        for round_ in range(3):
+            customers = [f"r{round_}-{n}" for n in range(40)]
+            _enqueue(project, [_track(c, f"m-{c}") for c in customers])
+            first = partition_of({"customer_id": customers[0]})
+            process_commands_task(project.pk, first)
+            assert not Command.objects.filter(project=project).exists()
+    finally:
+        batch_stored.disconnect(dispatch_uid="tests.throughput.backend")
+    helpers = {name: pids for name, pids in backends.items() if name.startswith("cdp-drain")}
+    assert helpers, backends  # the helper took batches of other partitions
+    assert all(len(pids) == 1 for pids in helpers.values()), helpers
+    assert Event.objects.filter(project=project).count() == 120
