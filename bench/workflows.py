@@ -25,7 +25,7 @@ each email is compiled for its customer).
 Prints its rows (bench/table.py: measure / unit / timonier / limit / ratio / target, the load
 generator's CPU as a share of the machine's beside each) and writes them to
 bench/results/parts/workflows.json for bench/report.py.
-QUICK=1: 1,000 customers and 3-second wrk runs. BENCH_WF_CUSTOMERS and BENCH_SECONDS override.
+QUICK=1: 500 customers and 2-second wrk runs. BENCH_WF_CUSTOMERS and BENCH_SECONDS override.
 """
 
 import json
@@ -50,7 +50,7 @@ from live import CONNECTIONS, bench_env, log, sql, start_beat, start_platform, s
 from table import Cpu, row, table, write_part  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
-CUSTOMERS = int(os.environ.get("BENCH_WF_CUSTOMERS", "1000" if QUICK else "10000"))
+CUSTOMERS = int(os.environ.get("BENCH_WF_CUSTOMERS", "500" if QUICK else "10000"))
 # How long part 1 waits for its runs to end and their emails to be sent before measuring what was done.
 RUN_WAIT = int(os.environ.get("BENCH_WF_WAIT", "60" if QUICK else "600"))
 SECONDS = 2 if QUICK and "BENCH_SECONDS" not in os.environ else live.SECONDS
