@@ -184,3 +184,34 @@ def test_the_helper_thread_keeps_its_database_connection_from_one_task_to_the_ne
     assert helpers, backends  # the helper took batches of other partitions
     assert all(len(pids) == 1 for pids in helpers.values()), helpers
     assert Event.objects.filter(project=project).count() == 120
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_task_takes_a_batch_of_each_partition_in_turn_so_none_waits_for_another_to_empty(monkeypatch):
+    """Under a steady load a partition is never empty: a task draining its own until the deadline
+    left the calls of the other partitions waiting 20 s."""
+    monkeypatch.setattr(inbox, "wake", lambda *args, **kwargs: None)
+    monkeypatch.setattr(batches, "MAX_MESSAGES_PER_BATCH", 10)
+    monkeypatch.setattr(tasks, "DRAIN_THREADS", 1)  # this thread alone: the order is its own
+    project = ProjectFactory()
+    customers = [f"c-{n}" for n in range(400)]
+    by_partition: dict[int, list[str]] = {}
+    for customer in customers:
+        by_partition.setdefault(partition_of({"customer_id": customer}), []).append(customer)
+    busy, other = sorted(by_partition, key=lambda p: -len(by_partition[p]))[:2]
+    for n in range(4):  # four requests to the busy partition, queued first: a batch each
+        _enqueue(project, [_track(c, f"m-{c}-{n}") for c in by_partition[busy]])
+    _enqueue(project, [_track(c, f"m-{c}") for c in by_partition[other][:5]])
+    order: list[int] = []
+
+    def note(sender, *, events, **kwargs):
+        order.append(partition_of({"customer_id": Customer.objects.get(pk=events[0][0]).external_id}))
+
+    batch_stored.connect(note, dispatch_uid="tests.throughput.order")
+    try:
+        process_commands_task(project.pk, busy)
+    finally:
+        batch_stored.disconnect(dispatch_uid="tests.throughput.order")
+    assert not Command.objects.filter(project=project).exists()
+    assert order.count(busy) == 4 and order.count(other) == 1
+    assert order.index(other) <= 1, order  # the other partition's batch came in the first round
