@@ -37,7 +37,7 @@ sys.path.insert(0, str(BENCH))
 
 import table  # noqa: E402
 from bare import start_bare  # noqa: E402
-from live import CONNECTIONS, bench_env, log, start_platform, stop_processes, wait_drained  # noqa: E402
+from live import CONNECTIONS, bench_env, log, purchases_lua, start_platform, stop_processes, wait_drained  # noqa: E402
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
 WRK_SECONDS = 2 if table.QUICK else 5
@@ -53,19 +53,6 @@ request = function()
   n = n + 1
   local body = '{"customer_id":"bench-' .. (n % 10000) .. '","event":"purchase","properties":{"item":"T-Shirt","amount":29.99,"currency":"USD","n":' .. n .. '}}'
   return wrk.format("POST", "/v1/track", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
-end
-"""
-
-BATCH_LUA = """
-local n = 0
-request = function()
-  local items = {}
-  for i = 1, 100 do
-    n = n + 1
-    items[i] = '{"type":"track","userId":"bench-' .. (n % 10000) .. '","event":"purchase","properties":{"item":"T-Shirt","amount":29.99,"currency":"USD","n":' .. n .. '}}'
-  end
-  local body = '{"batch":[' .. table.concat(items, ",") .. ']}'
-  return wrk.format("POST", "/v1/batch", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
 end
 """
 
@@ -185,7 +172,7 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
     )  # fmt: skip
 
     log(f"/v1/batch of 100: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating")
-    batch, batch_bare = paired(live + "/v1/batch", bare + "/v1/batch", BATCH_LUA, key, database_url, folder)
+    batch, batch_bare = paired(live + "/v1/batch", bare + "/v1/batch", purchases_lua(key), key, database_url, folder)
     details["batch"] = {"live": batch, "bare": batch_bare}
     rows.append(
         table.row(

@@ -15,6 +15,25 @@ API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
 DRAIN_TIMEOUT = 300
 
+# wrk's script of `/v1/batch` calls of 100 purchases for customers PREFIX0 … PREFIX<SPACE - 1>,
+# each purchase numbered: the load of the ingest, store and workflows parts.
+PURCHASES_LUA = """
+local n = 0
+request = function()
+  local items = {}
+  for i = 1, 100 do
+    n = n + 1
+    items[i] = '{"type":"track","userId":"PREFIX' .. (n % SPACE) .. '","event":"purchase","properties":{"item":"T-Shirt","amount":29.99,"currency":"USD","n":' .. n .. '}}'
+  end
+  local body = '{"batch":[' .. table.concat(items, ",") .. ']}'
+  return wrk.format("POST", "/v1/batch", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
+end
+"""
+
+
+def purchases_lua(key: str, *, prefix: str = "bench-", space: int = 10_000) -> str:
+    return PURCHASES_LUA.replace("KEY", key).replace("PREFIX", prefix).replace("SPACE", str(space))
+
 
 def log(message: str) -> None:
     print(f"bench: {message}", file=sys.stderr, flush=True)

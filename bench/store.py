@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import live  # noqa: E402
-from live import CONNECTIONS, bench_env, log, sql, start_platform, stop_processes, wait_drained  # noqa: E402
+from live import CONNECTIONS, bench_env, log, purchases_lua, sql, start_platform, stop_processes, wait_drained  # noqa: E402
 from table import QUICK, Cpu, row, table, tree_cpu, write_part  # noqa: E402
 
 SECONDS = 2 if QUICK else live.SECONDS
@@ -39,19 +39,6 @@ TARGET_STORED = 0.4
 CURVE_WORKERS = (1, 2, 4)
 CURVE_EVENTS = 5_000 if QUICK else 100_000
 WORKER_READY = re.compile(r"@\S+ ready\.")
-
-BATCH_LUA = """
-local n = 0
-request = function()
-  local items = {}
-  for i = 1, 100 do
-    n = n + 1
-    items[i] = '{"type":"track","userId":"bench-' .. (n % 10000) .. '","event":"purchase","properties":{"item":"T-Shirt","amount":29.99,"currency":"USD","n":' .. n .. '}}'
-  end
-  local body = '{"batch":[' .. table.concat(items, ",") .. ']}'
-  return wrk.format("POST", "/v1/batch", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
-end
-"""
 
 # Run in a Django process of the bench's environment: fill the bench project's inbox as the API
 # would (requests of 100 track calls of the customers the wrk load made, bench-0…9999), without
@@ -91,7 +78,7 @@ else:
 def wrk(url: str, key: str, folder: Path, seconds: int) -> dict:
     """`/v1/batch` load from wrk (a separate process) for `seconds`."""
     path = folder / "store.lua"
-    path.write_text(BATCH_LUA.replace("KEY", key))
+    path.write_text(purchases_lua(key))
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(path), url + "/v1/batch"]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)

@@ -46,7 +46,17 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import live  # noqa: E402
-from live import CONNECTIONS, bench_env, log, sql, start_beat, start_platform, stop_processes, wait_drained  # noqa: E402
+from live import (  # noqa: E402
+    CONNECTIONS,
+    bench_env,
+    log,
+    purchases_lua,
+    sql,
+    start_beat,
+    start_platform,
+    stop_processes,
+    wait_drained,
+)
 from table import Cpu, row, table, write_part  # noqa: E402
 
 QUICK = os.environ.get("QUICK", "") not in ("", "0")
@@ -74,20 +84,6 @@ MJML = """<mjml>
     </mj-section>
   </mj-body>
 </mjml>"""
-
-BATCH_LUA = """
-local n = 0
-request = function()
-  local items = {}
-  for i = 1, 100 do
-    n = n + 1
-    items[i] = '{"type":"track","userId":"PREFIX' .. (n % 10000) .. '","event":"purchase","properties":{"item":"T-Shirt","amount":29.99,"currency":"USD","n":' .. n .. '}}'
-  end
-  local body = '{"batch":[' .. table.concat(items, ",") .. ']}'
-  return wrk.format("POST", "/v1/batch", {["Content-Type"]="application/json", ["Authorization"]="Bearer KEY"}, body)
-end
-"""
-
 
 # --- the load generator: its own process, so its CPU is its own ------------------------------------
 
@@ -166,7 +162,7 @@ DRAIN_SECONDS = 900
 def wrk_batches(url: str, key: str, prefix: str, seconds: int, folder: Path, space: int = 10_000) -> dict:
     """wrk `/v1/batch` of 100 purchases for customers prefix0 … prefix<space - 1>."""
     path = folder / "load.lua"
-    path.write_text(BATCH_LUA.replace("KEY", key).replace("PREFIX", prefix).replace("SPACE", str(space)))
+    path.write_text(purchases_lua(key, prefix=prefix, space=space))
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "-s", str(path), url + "/v1/batch"]
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     non_2xx = [line for line in output.splitlines() if "Non-2xx" in line]
