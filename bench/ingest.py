@@ -17,7 +17,7 @@ then measures, each against its limit in the same run:
 and appends bench/store.py's `store_rows(...)` (events/s stored end to end, the worker curve)
 when it exists. Every row carries the load generator's CPU share. Each wrk run lasts 5 s
 (QUICK=1: 2 s, one run each), after one unmeasured second on each server; each rate run BENCH_SECONDS (15;
-QUICK=1: 3 s).
+QUICK=1: 2 s).
 """
 
 import importlib
@@ -42,7 +42,7 @@ from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
 WRK_SECONDS = 2 if table.QUICK else 5
 WRK_ROUNDS = 1 if table.QUICK else 3
-RATE_SECONDS = 3 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
+RATE_SECONDS = 2 if table.QUICK else int(os.environ.get("BENCH_SECONDS", "15"))
 WARM_UP_SECONDS = 1
 P99_BOUND_MS = 50.0
 LOADGEN_CONNECTIONS = 64
