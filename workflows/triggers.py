@@ -17,11 +17,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, F, OuterRef
 
 from cdp.models import Customer
 from segments.conditions import matches
 from segments.conditions.evaluation import MISSING, json_equal, lookup
+from segments.conditions.sql import AmongIds
 from segments.models import Membership, MembershipChange
 from timonier import clock
 from timonier.bulk import bulk_insert, insert_rows
@@ -92,20 +93,12 @@ def _enrolled_everywhere(settled: dict[str, set[int]], events: list) -> set[tupl
         return set()
     workflow_ids = set().union(*settled.values())
     enrolled: dict[int, set[int]] = defaultdict(set)
-    if connection.vendor == "postgresql":  # arrays, not an IN list of a placeholder per customer
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT DISTINCT workflow_id, customer_id FROM workflows_run "
-                "WHERE workflow_id = ANY(%s) AND customer_id = ANY(%s)",
-                [list(workflow_ids), list(customers)],
-            )
-            pairs = cursor.fetchall()
-    else:
-        pairs = (
-            Run.objects.filter(workflow_id__in=workflow_ids, customer_id__in=customers)
-            .values_list("workflow_id", "customer_id")
-            .distinct()
-        )
+    # One array parameter each (AmongIds), not an IN list of a placeholder per customer.
+    pairs = (
+        Run.objects.filter(AmongIds(F("workflow_id"), workflow_ids), AmongIds(F("customer_id"), customers))
+        .values_list("workflow_id", "customer_id")
+        .distinct()
+    )
     for workflow_id, customer_id in pairs:
         enrolled[customer_id].add(workflow_id)
     return {(name, customer) for name, ids in settled.items() for customer in customers if ids <= enrolled[customer]}
