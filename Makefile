@@ -81,14 +81,7 @@ bench: venv
 	  case " $(BENCH_PARTS) " in *" $$part "*) ;; \
 	    *) echo "BENCH_ONLY must be among: $(BENCH_PARTS)" >&2; exit 2;; esac; \
 	done
-	@started=$$(date +%s); \
-	for part in $(or $(BENCH_ONLY),$(BENCH_PARTS)); do \
-	  t=$$(date +%s); \
-	  PATH="$(BIN):$$PATH" QUICK="$(QUICK)" $(BIN)/python bench/$$part.py || echo "bench: $$part failed" >&2; \
-	  echo "bench: $$part took $$(( $$(date +%s) - t )) s" >&2; \
-	done; \
-	echo "bench: all parts took $$(( $$(date +%s) - started )) s" >&2; \
-	QUICK="$(QUICK)" $(BIN)/python bench/report.py --since $$started $(or $(BENCH_ONLY),$(BENCH_PARTS))
+	PATH="$(BIN):$$PATH" QUICK="$(QUICK)" $(BIN)/python bench/run.py $(or $(BENCH_ONLY),$(BENCH_PARTS))
 
 # The email designer's JavaScript (GrapesJS + grapesjs-mjml, pinned in package.json), copied with
 # its licences into emails/static/emails/vendor/, and the workflow builder (workflows/frontend/*.jsx

@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import live  # noqa: E402
 from live import bench_env, log  # noqa: E402
 from table import QUICK, row, table, write_part  # noqa: E402
 
@@ -260,13 +261,13 @@ def smtplib_phase(messages: list[tuple], port: int, chunk: int, sink: Sink) -> d
 
 
 def main() -> int:
-    from testenv import Postgres, ensure_packages, free_ports
+    from testenv import ensure_packages, free_ports
 
     ensure_packages()
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-emails-"))
     os.chmod(folder, 0o755)
     pg_port, smtp_port = free_ports(2)
-    postgres = Postgres(folder / "pg", pg_port, durable=True)
+    postgres = live.postgres_server(folder / "pg", pg_port)
     sink = None
     try:
         postgres.start()

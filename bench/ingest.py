@@ -35,10 +35,11 @@ BENCH = ROOT / "bench"
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
 
+import live  # noqa: E402
 import table  # noqa: E402
 from bare import start_bare  # noqa: E402
 from live import CONNECTIONS, bench_env, log, purchases_lua, start_platform, stop_processes, wait_drained  # noqa: E402
-from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
+from testenv import ensure_packages, free_ports  # noqa: E402
 
 WRK_SECONDS = 2 if table.QUICK else 5
 WRK_ROUNDS = 1 if table.QUICK else 3
@@ -196,8 +197,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-"))
     os.chmod(folder, 0o755)
     pg_port, redis_port, api_port, bare_port = free_ports(4)
-    postgres = Postgres(folder / "pg", pg_port, durable=True)
-    redis = Redis(folder / "redis", redis_port)
+    postgres = live.postgres_server(folder / "pg", pg_port)
+    redis = live.redis_server(folder / "redis", redis_port)
     processes: list[subprocess.Popen] = []
     bare_processes: list[subprocess.Popen] = []
     try:

@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(ROOT))
 
-from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
+from testenv import ensure_packages, free_ports  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
 import live  # noqa: E402
@@ -345,8 +345,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-segments-"))
     os.chmod(folder, 0o755)
     pg_port, redis_port, api_port = free_ports(3)
-    postgres = Postgres(folder / "pg", pg_port, durable=True)
-    redis = Redis(folder / "redis", redis_port)
+    postgres = live.postgres_server(folder / "pg", pg_port)
+    redis = live.redis_server(folder / "redis", redis_port)
     processes: list[subprocess.Popen] = []
     rows: list[dict] = []
     try:

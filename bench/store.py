@@ -238,7 +238,7 @@ def store_rows(*, env: dict, url: str, key: str, database_url: str, folder: Path
 
 
 def main() -> int:
-    from testenv import Postgres, Redis, ensure_packages, free_ports
+    from testenv import ensure_packages, free_ports
 
     def interrupted(signum, _frame):  # unwind so that the finally below stops everything
         raise SystemExit(128 + signum)
@@ -253,8 +253,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-store-"))
     os.chmod(folder, 0o755)
     pg_port, redis_port, api_port = free_ports(3)
-    postgres = Postgres(folder / "pg", pg_port, durable=True)
-    redis = Redis(folder / "redis", redis_port)
+    postgres = live.postgres_server(folder / "pg", pg_port)
+    redis = live.redis_server(folder / "redis", redis_port)
     processes: list[subprocess.Popen] = []
     try:
         postgres.start()

@@ -391,7 +391,7 @@ def _stop(signum, frame):
 
 def main() -> int:
     signal.signal(signal.SIGTERM, _stop)
-    from testenv import Postgres, Redis, ensure_packages, free_ports
+    from testenv import ensure_packages, free_ports
 
     ensure_packages()
     if not shutil.which("wrk"):  # as bench/ingest.py does
@@ -404,8 +404,8 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="timonier-bench-workflows-"))
     os.chmod(folder, 0o755)
     pg_port, redis_port, api_port, smtp_port = free_ports(4)
-    postgres = Postgres(folder / "pg", pg_port, durable=True)
-    redis = Redis(folder / "redis", redis_port)
+    postgres = live.postgres_server(folder / "pg", pg_port)
+    redis = live.redis_server(folder / "redis", redis_port)
     sink = Sink()
     smtp = Controller(sink, hostname="127.0.0.1", port=smtp_port, server_hostname="localhost")
     processes: list[subprocess.Popen] = []

@@ -94,9 +94,9 @@ def _check_product(name: str, value, args: tuple) -> None:
         size = sum(len(_text(item)) for item in value) + max(len(value) - 1, 0) * len(separator)
     else:
         return
-    if size > _SandboxedEnvironment.output_stream_limit:
+    if size > SandboxedEnvironment.output_stream_limit:
         raise RenderLimitError(
-            f"{name}: would make {size} characters; at most {_SandboxedEnvironment.output_stream_limit}"
+            f"{name}: would make {size} characters; at most {SandboxedEnvironment.output_stream_limit}"
         )
 
 
@@ -171,7 +171,10 @@ def _check_ranges(template: BoundTemplate) -> None:
                 )
 
 
-class _SandboxedEnvironment(Environment):
+class SandboxedEnvironment(Environment):
+    """Liquid bounded for untrusted templates: resource limits, no partials, bounded filters. Public:
+    the workflows' webhook requests render in it too (with a filter of their own)."""
+
     # Bounds on what one render may do (python-liquid's resource limits).
     loop_iteration_limit = 10_000  # iterations, summed over every loop of the render
     output_stream_limit = 2_000_000  # characters written (an email body is far below this)
@@ -190,8 +193,8 @@ class _SandboxedEnvironment(Environment):
 
 
 # HTML contexts (the MJML body) escape every value; the subject is plain text.
-_html_env = _SandboxedEnvironment(autoescape=True)
-_text_env = _SandboxedEnvironment(autoescape=False)
+_html_env = SandboxedEnvironment(autoescape=True)
+_text_env = SandboxedEnvironment(autoescape=False)
 
 
 class PersonalisationError(Exception):

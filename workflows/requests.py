@@ -10,7 +10,7 @@ import orjson
 from liquid import Environment
 
 from cdp.models import Customer
-from emails.personalisation import PersonalisationError, _SandboxedEnvironment, customer_context
+from emails.personalisation import PersonalisationError, SandboxedEnvironment, customer_context
 from segments.conditions.evaluation import MISSING, lookup
 
 MAX_BODY_BYTES = 256 * 1024
@@ -24,7 +24,7 @@ def _json_filter(value) -> str:
     return orjson.dumps(value, default=str).decode()
 
 
-class _WebhookEnvironment(_SandboxedEnvironment):
+class _WebhookEnvironment(SandboxedEnvironment):
     def setup_tags_and_filters(self, *, extra: bool = False) -> None:
         super().setup_tags_and_filters(extra=extra)
         self.filters["json"] = _json_filter
