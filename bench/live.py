@@ -91,8 +91,12 @@ def redis_server(folder: Path, port: int):
     return Redis(folder, port)
 
 
+_STARTED = time.monotonic()
+
+
 def log(message: str) -> None:
-    print(f"bench: {message}", file=sys.stderr, flush=True)
+    """A progress line on stderr, with the seconds since this process started (where a part's time goes)."""
+    print(f"bench: [{time.monotonic() - _STARTED:5.1f} s] {message}", file=sys.stderr, flush=True)
 
 
 def sql(database_url: str, query: str, params=None):
