@@ -10,6 +10,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
+# BENCH_PROFILE=1: py-spy records the API and the worker of every part while it runs; bench/run.py
+# (or bench/profiles.py) summarises the samples in bench/results/profiles/<part>-<process>.txt.
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+PROFILES = ROOT / "bench" / "results" / "profiles"
 API_WORKERS = int(os.environ.get("BENCH_API_WORKERS", "4"))
 API_THREADS = int(os.environ.get("BENCH_API_THREADS", "8"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "32"))
@@ -157,11 +161,28 @@ def start_platform(env: dict, api_port: int, processes: list, *, concurrency: in
     while True:
         try:
             urllib.request.urlopen(url + "/health", timeout=1).read()  # noqa: S310 (loopback)
+            profile(processes[-2].pid, "api")  # from here on: the start-up's imports are not what is measured
+            profile(processes[-1].pid, "worker")
             return url, key
         except OSError:
             if time.monotonic() > deadline:
                 raise SystemExit("bench: the API did not start") from None
             time.sleep(0.2)
+
+
+def profile(pid: int, name: str) -> None:
+    """With BENCH_PROFILE=1, sample `pid` and its child processes with py-spy (not pausing them: the
+    sampler's cost stays off the measured processes' threads) until they exit, as raw stacks in
+    bench/results/profiles/<part>-<name>.<pid>.raw; bench/profiles.py summarises them."""
+    if not PROFILE:
+        return
+    PROFILES.mkdir(parents=True, exist_ok=True)
+    raw = PROFILES / f"{Path(sys.argv[0]).stem}-{name}.{pid}.raw"
+    subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--subprocesses", "--function",
+         "--nonblocking", "--format", "raw", "--output", str(raw)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def start_beat(env: dict, folder: Path, processes: list) -> None:

@@ -6,7 +6,8 @@ Starting and migrating a server costs ~15 s; the parts share one: the database i
 as a template, and each part works in its own copy (bench/live.py SharedPostgres, dropped when the
 part ends) with Redis emptied before it. Each part still runs alone as `python bench/<part>.py`,
 then with its own servers. A part that fails does not stop the others; the report (bench/report.py)
-says which rows were not measured and its exit status is this script's.
+says which rows were not measured and its exit status is this script's. BENCH_PROFILE=1: py-spy
+samples each part's API and worker, summarised in bench/results/profiles/ (bench/profiles.py).
 """
 
 import os
@@ -22,6 +23,7 @@ ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT / "scripts"))
 sys.path.insert(0, str(BENCH))
 
+import live  # noqa: E402
 from live import bench_env, log  # noqa: E402
 from testenv import Postgres, Redis, ensure_packages, free_ports  # noqa: E402
 
@@ -51,6 +53,9 @@ def main(parts: list[str]) -> int:
         postgres.stop()
         shutil.rmtree(folder, ignore_errors=True)
     log(f"all parts took {time.time() - started:.0f} s")
+    if live.PROFILE:
+        time.sleep(1)  # py-spy writes its samples when the processes it records have exited
+        subprocess.run([sys.executable, str(BENCH / "profiles.py"), *parts])
     return subprocess.run([sys.executable, str(BENCH / "report.py"), "--since", str(started), *parts]).returncode
 
 
