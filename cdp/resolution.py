@@ -17,6 +17,10 @@ LAST_SEEN_RESOLUTION = 60.0  # seconds
 CUSTOMER_ID = Identity.Kind.CUSTOMER_ID
 ANONYMOUS_ID = Identity.Kind.ANONYMOUS_ID
 _MISSING = object()
+# An internal identify's increment, {"trait": dotted name, "by": number}, applied to the value the
+# batch holds when it applies the call (`cdp.services.customer_trait_increment_enqueue`). Not a key
+# `cdp.messages.normalize` makes, so an API call cannot carry one.
+INCREMENT = "_increment"
 
 
 @dataclass(eq=False)
@@ -84,11 +88,13 @@ class Profile:
             self.stored_last is None or self.last_seen_at.timestamp() >= self.stored_last + LAST_SEEN_RESOLUTION
         )
 
-    def set_traits(self, traits: dict, at_ms: int, record: list | None = None) -> None:
-        """Merge traits; a null removes one. A trait set by a newer call is not overwritten.
+    def set_traits(self, traits: dict, at_ms: int, record: list | None = None, *, newest_wins: bool = True) -> None:
+        """Merge traits; a null removes one. A trait set by a newer call is not overwritten (unless
+        not `newest_wins`: an increment counts from whatever is held, and leaves the newer time).
         `record` gets (name, old value, new value) of each trait that changed (None: not set)."""
         for name, value in traits.items():
-            if self.trait_times.get(name, -1) > at_ms:
+            held_ms = self.trait_times.get(name, -1)
+            if newest_wins and held_ms > at_ms:
                 continue
             old = self.traits.get(name)
             if value is None:
@@ -102,7 +108,7 @@ class Profile:
                 self.changed_traits.add(name)
                 if record is not None:
                     record.append((name, old, value))
-            self.trait_times[name] = at_ms
+            self.trait_times[name] = max(held_ms, at_ms)
             self.dirty = True
 
 
@@ -252,10 +258,16 @@ class Resolution:
         properties = message["properties"]
         if kind == "identify":
             changed: list = []
-            self._full(profile).set_traits(message["traits"], int(at.timestamp() * 1000), changed)
+            traits, increment = message["traits"], message.get(INCREMENT)
+            self._full(profile)
+            if increment is None:
+                profile.set_traits(traits, int(at.timestamp() * 1000), changed)
+            else:
+                traits = incremented(profile.traits, increment["trait"], increment["by"])
+                profile.set_traits(traits, int(at.timestamp() * 1000), changed, newest_wins=False)
             if changed:
                 self.trait_changes.append((profile, message["message_id"], changed))
-            properties = message["traits"]
+            properties = traits
         elif kind == "group":
             properties = {"group_id": message["group_id"], "traits": message["traits"]}
         elif kind in ("alias", "merge"):
@@ -321,6 +333,29 @@ class Resolution:
             traits |= profile.changed_traits
             events |= profile.event_names
         return changed, recheck_all
+
+
+def incremented(traits: dict, trait: str, by: int | float) -> dict:
+    """The identify traits that add `by` to a (dotted) trait of `traits`; a value that is missing or
+    not a number counts as 0. A dotted trait rewrites its top-level object with the one value
+    changed (an identify merges top-level traits)."""
+    path = trait.split(".")
+    node = traits
+    for part in path:
+        node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
+    base = node if isinstance(node, (int, float)) and not isinstance(node, bool) else 0
+    value = base + by
+    if len(path) == 1:
+        return {trait: value}
+    top = traits.get(path[0])
+    top = dict(top) if isinstance(top, dict) else {}
+    node = top
+    for part in path[1:-1]:
+        child = node.get(part)
+        node[part] = dict(child) if isinstance(child, dict) else {}
+        node = node[part]
+    node[path[-1]] = value
+    return {path[0]: top}
 
 
 def references(message: dict) -> list[tuple[str, str]]:

@@ -6,6 +6,7 @@ from datetime import datetime
 from .inbox import commands_enqueue
 from .messages import normalize
 from .models import Customer, Identity
+from .resolution import INCREMENT
 
 
 def customer_identify_enqueue(
@@ -15,6 +16,32 @@ def customer_identify_enqueue(
     sent it. Inside a transaction it commits with the caller's writes. A repeated `message_id` is
     applied once (the processor skips a message id already stored), so a retried caller is a no-op.
     Returns False when the customer has no id to address them by (nothing is queued)."""
+    message = _identify_message(customer, traits, message_id, at, source)
+    if message is None:
+        return False
+    commands_enqueue(project_id=customer.project_id, messages=[message], received_at=at)
+    return True
+
+
+def customer_trait_increment_enqueue(
+    *, customer: Customer, trait: str, by: int | float, message_id: str, at: datetime, source: str
+) -> bool:
+    """Queue an identify that adds `by` to the customer's (dotted) `trait`, counted from the value
+    the processor holds when it applies the call, in order with the customer's other calls — not
+    from a value read now, which two callers at once (or an identify meanwhile) would make stale.
+    A missing or non-numeric value counts as 0. Keyed by `message_id` like an identify (applied once).
+
+    The increment rides on the normalised message under a key `normalize()` never produces, so
+    only internal callers can queue one: an API call's body cannot."""
+    message = _identify_message(customer, {}, message_id, at, source)
+    if message is None:
+        return False
+    message[INCREMENT] = {"trait": trait, "by": by}
+    commands_enqueue(project_id=customer.project_id, messages=[message], received_at=at)
+    return True
+
+
+def _identify_message(customer: Customer, traits: dict, message_id: str, at: datetime, source: str) -> dict | None:
     raw = {
         "type": "identify",
         "traits": traits,
@@ -29,7 +56,6 @@ def customer_identify_enqueue(
             Identity.objects.filter(customer=customer, kind=Identity.Kind.ANONYMOUS_ID).order_by("pk").first()
         )
         if anonymous is None:
-            return False
+            return None
         raw["anonymous_id"] = anonymous.value
-    commands_enqueue(project_id=customer.project_id, messages=[normalize(raw, received_at=at)], received_at=at)
-    return True
+    return normalize(raw, received_at=at)

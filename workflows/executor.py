@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from cdp.models import Customer, Event
-from cdp.services import customer_identify_enqueue
+from cdp.services import customer_identify_enqueue, customer_trait_increment_enqueue
 from emails.deliveries import Send, deliver_many
 from emails.models import Delivery, EmailTemplate
 from organizations.models import Project
@@ -371,26 +371,29 @@ def _random_cohort(batch, run, customer, step, record, entering, definition):
 
 
 def _update_attribute(batch, run, customer, step, record, entering, definition):
-    traits = attribute_update(customer.traits or {}, step)
-    record.detail = {"traits": traits}
-    queued = customer_identify_enqueue(
-        customer=customer, traits=traits, message_id=effect_key(run, record.seq), at=batch.now, source="workflows"
-    )
+    key = effect_key(run, record.seq)
+    if step["action"] == "increment":
+        # Counted by the batch processor from the value it holds when it applies the call: a value
+        # read here would be stale for two runs incrementing at once, or an identify meanwhile.
+        record.detail = {"increment": {"trait": step["trait"], "by": step["value"]}}
+        queued = customer_trait_increment_enqueue(
+            customer=customer, trait=step["trait"], by=step["value"], message_id=key, at=batch.now, source="workflows"
+        )
+    else:
+        traits = attribute_update(customer.traits or {}, step)
+        record.detail = {"traits": traits}
+        queued = customer_identify_enqueue(
+            customer=customer, traits=traits, message_id=key, at=batch.now, source="workflows"
+        )
     record.outcome = "next" if queued else "skipped: the customer has no id to address"
     return "next"
 
 
 def attribute_update(current: dict, step: dict) -> dict:
-    """The identify traits that apply a set / unset / increment of a (dotted) trait."""
+    """The identify traits that apply a set / unset of a (dotted) trait (increments are counted
+    where they are applied: `cdp.services.customer_trait_increment_enqueue`)."""
     path = step["trait"].split(".")
-    if step["action"] == "increment":
-        old = lookup(current, step["trait"])
-        base = old if isinstance(old, (int, float)) and not isinstance(old, bool) else 0
-        value = base + step["value"]
-    elif step["action"] == "set":
-        value = step["value"]
-    else:
-        value = None
+    value = step["value"] if step["action"] == "set" else None
     if len(path) == 1:
         return {path[0]: value}
     # A dotted trait rewrites its top-level object with the one value changed (identify merges top-level).
