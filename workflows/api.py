@@ -68,13 +68,10 @@ def workflow_json(workflow: Workflow, versions: list[WorkflowVersion], problems:
 
 def _workflows_json(project, workflows: list[Workflow]) -> list[dict]:
     versions = api_selectors.versions_of(project, workflows)
+    problems = services.definitions_problems(project=project, definitions=[w.definition for w in workflows])
     return [
-        workflow_json(
-            workflow,
-            versions[workflow.pk],
-            services.definition_problems(project=project, definition=workflow.definition),
-        )
-        for workflow in workflows
+        workflow_json(workflow, versions[workflow.pk], workflow_problems)
+        for workflow, workflow_problems in zip(workflows, problems, strict=True)
     ]
 
 

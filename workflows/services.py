@@ -27,9 +27,28 @@ ENROLMENT_KEY_MAX = 150
 
 def definition_problems(*, project: Project, definition) -> list[str]:
     """Every problem that keeps `definition` from running in `project`, each `path: message`."""
-    problems = structure_problems(definition)
+    return definitions_problems(project=project, definitions=[definition])[0]
+
+
+def definitions_problems(*, project: Project, definitions: list) -> list[list[str]]:
+    """`definition_problems` of each definition, in order, with two queries for all of them (the
+    published templates and the segments they name): a page of workflows is not two per workflow."""
+    references = [_references(definition) for definition in definitions]
+    template_ids = set().union(*(templates for templates, _ in references))
+    segment_ids = set().union(*(segments for _, segments in references))
+    published = set(
+        EmailTemplate.objects.filter(
+            project=project, pk__in=template_ids, published_version__isnull=False
+        ).values_list("pk", flat=True)
+    )
+    existing = set(Segment.objects.filter(project=project, pk__in=segment_ids).values_list("pk", flat=True))
+    return [_problems(definition, published, existing) for definition in definitions]
+
+
+def _references(definition) -> tuple[set[int], set[int]]:
+    """The template ids and segment ids a definition names that could be rows' (bigints)."""
     if size_problems(definition):
-        return problems
+        return set(), set()
     steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
     template_ids = {
         s["template_id"]
@@ -37,11 +56,22 @@ def definition_problems(*, project: Project, definition) -> list[str]:
         if isinstance(s, dict) and s.get("type") == "email" and isinstance(s.get("template_id"), int)
         and 0 < s["template_id"] < 2**63  # a bigint, or no template's
     }
-    published = set(
-        EmailTemplate.objects.filter(
-            project=project, pk__in=[t for t in template_ids if isinstance(t, int)], published_version__isnull=False
-        ).values_list("pk", flat=True)
-    )
+    storable = {pk for pk in _segments_used(definition) if isinstance(pk, int) and 0 < pk < 2**63}
+    return template_ids, storable
+
+
+def _segments_used(definition) -> set:
+    try:
+        return segments_used(definition)
+    except (AttributeError, TypeError):  # a shape problem, reported by structure_problems
+        return set()
+
+
+def _problems(definition, published: set[int], existing: set[int]) -> list[str]:
+    problems = structure_problems(definition)
+    if size_problems(definition):
+        return problems
+    steps = definition.get("steps") if isinstance(definition.get("steps"), list) else []
     for index, step in enumerate(steps):
         if isinstance(step, dict) and step.get("type") == "email":
             template_id = step.get("template_id")
@@ -49,13 +79,7 @@ def definition_problems(*, project: Project, definition) -> list[str]:
                 problems.append(
                     f"steps[{index}].template_id: no published email template {template_id} in this project"
                 )
-    try:
-        used = segments_used(definition)
-    except (AttributeError, TypeError):  # a shape problem already reported above
-        used = set()
-    storable = [pk for pk in used if isinstance(pk, int) and 0 < pk < 2**63]  # a bigint, or no segment's
-    existing = set(Segment.objects.filter(project=project, pk__in=storable).values_list("pk", flat=True))
-    for segment_id in sorted(used - existing):
+    for segment_id in sorted(_segments_used(definition) - existing):
         problems.append(f"definition: segment {segment_id} does not exist in this project")
     return problems
 
