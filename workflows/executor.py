@@ -10,7 +10,9 @@ back; the run is due again and the pass is redone from the same state, with the 
 - Update Attribute: an identify through the CDP inbox with the message id `run-<run>-<seq>`.
 - Webhook: an attempt row (webhook-id `run-<run>-<seq>`) sent by a task after the commit; the
   run waits for its outcome (see `webhook_attempt_send`).
-Waits are rows too: the run's `wake_at`, never a Celery countdown.
+Waits are rows too: the run's `wake_at`, never a Celery countdown. A Wait Until (event) looks
+for the event already stored only after the pass has committed the run as waiting (see
+`_events_arrived_resume`), so that it and the trigger processing cannot both miss one.
 """
 
 import logging
@@ -81,6 +83,8 @@ class Pass:
     versions_of_templates: dict[int, object] = field(default_factory=dict)
     # Email steps of the pass, delivered together at its end (one INSERT, chunked sends).
     sends: list[tuple[RunStep, Send]] = field(default_factory=list)
+    # Runs that entered a Wait Until (event) step: looked for stored events after the pass commits.
+    event_waits: list[Run] = field(default_factory=list)
 
 
 class _Redo(Exception):
@@ -137,7 +141,28 @@ def _execute(limit: int, now: datetime, *, savepoints: bool) -> int:
             from .tasks import webhook_attempt_task
 
             transaction.on_commit(lambda: [webhook_attempt_task.delay(pk) for pk in attempts])
+    _events_arrived_resume(batch)
     return len(runs)
+
+
+def _events_arrived_resume(batch: Pass) -> int:
+    """After the pass committed its runs as waiting: those whose event was stored meanwhile (or
+    before they reached the wait) resume with `met` (due now, taken by the next pass).
+
+    Looked for only now, not when the run entered the wait: an event stored while the pass was
+    open would be seen neither by the pass (its query came first) nor by the trigger processing
+    (`triggers._resume_waits`, which sees only runs committed as waiting). Looked for after the
+    commit, an event committed later is the trigger processing's to find, since the run's state
+    committed first; both finding it resume the run once (the update requires no resume yet)."""
+    resumed = 0
+    for run in batch.event_waits:
+        if run.status != Run.Status.WAITING or not run.wait_event:  # failed in the pass, or moved on
+            continue
+        if _event_already_arrived(run, run.wait_event, run.wait_match):
+            resumed += Run.objects.filter(
+                pk=run.pk, seq=run.seq, status=Run.Status.WAITING, wait_event=run.wait_event, resume_output=""
+            ).update(resume_output="met", wake_at=batch.now)
+    return resumed
 
 
 def _load(runs: list[Run], now: datetime) -> Pass:
@@ -311,8 +336,6 @@ def _wait_until(batch, run, customer, step, record, entering, definition):
         if "event" in step:
             run.wait_event = step["event"]["event_name"]
             run.wait_match = _expected_properties(step["event"], run.trigger_event)
-            if _event_already_arrived(run, run.wait_event, run.wait_match):
-                return "met"
         elif holds(step["condition"], customer=customer, now=now):
             return "met"
     elif run.resume_output:
@@ -320,7 +343,13 @@ def _wait_until(batch, run, customer, step, record, entering, definition):
     elif "condition" in step and holds(step["condition"], customer=customer, now=now):
         return "met"
     if now >= run.wait_until:
+        # The look after the entering pass's commit is lost if its worker died in between: the
+        # event is looked for once more before the run times out.
+        if "event" in step and _event_already_arrived(run, run.wait_event, run.wait_match):
+            return "met"
         return "timeout"
+    if entering and "event" in step:
+        batch.event_waits.append(run)  # whether it already arrived: after the commit (_events_arrived_resume)
     return _wait(run, run.wait_until)
 
 
