@@ -110,12 +110,18 @@ _BODY_START_RE = re.compile(r"<body\b", re.IGNORECASE)
 
 
 class _TextExtractor(HTMLParser):
+    """Parses an email's HTML into `events`, what the text is made of (see text_from_events): the
+    tags decide the structure here; the text found between them is only kept, so that a per-version
+    plan (emails/composing.py) parses once and puts each recipient's values in afterwards."""
+
     def __init__(self):
         super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
+        # ("t", text): written as is; ("d", data): text of the HTML, whitespace made one space;
+        # ("a", href, items): a link, items ("d", data) or ("t", an image's alt) of its text.
+        self.events: list[tuple] = []
         self.skipping = 0
         self.divs: list[bool] = []  # per open <div>: is it a hidden one (the preheader)?
-        self.link: tuple[str, list[str]] | None = None  # (href, its text so far)
+        self.link: tuple[str, list[tuple]] | None = None  # (href, its text so far)
 
     def handle_starttag(self, tag, attrs):
         if tag == "div":
@@ -135,7 +141,7 @@ class _TextExtractor(HTMLParser):
         elif tag == "img" and self.link is not None:
             alt = (dict(attrs).get("alt") or "").strip()
             if alt:
-                self.link[1].append(alt)
+                self.link[1].append(("t", alt))
 
     def handle_endtag(self, tag):
         if tag == "div" and self.divs and self.divs.pop():
@@ -145,39 +151,64 @@ class _TextExtractor(HTMLParser):
         elif tag in _BLOCK_TAGS:
             self._write("\n")
         elif tag == "a" and self.link is not None:
-            href, words = self.link
+            href, items = self.link
             self.link = None
-            text = " ".join("".join(words).split())
-            if href and not href.startswith("#"):
-                self._write(f"{text} ({href})" if text and text != href else href)
-            else:
-                self._write(text)
+            if not self.skipping:
+                self.events.append(("a", href, items))
 
     def handle_data(self, data):
         if self.skipping:
             return
-        data = re.sub(r"\s+", " ", data)  # in HTML a line break in text is a space
         if self.link is not None:
-            self.link[1].append(data)
+            self.link[1].append(("d", data))
         else:
-            self._write(data)
+            self.events.append(("d", data))
 
     def _write(self, text: str) -> None:
         if not self.skipping:
-            self.parts.append(text)
+            self.events.append(("t", text))
 
 
-def html_to_text(source: str) -> str:
-    """The plain-text part: the visible text, one block per paragraph, links as "text (url)"."""
+def text_events(source: str) -> list[tuple]:
+    """What html_to_text makes the text of: the parsed HTML's text, line breaks and links, in order."""
     extractor = _TextExtractor()
     # The head is skipped anyway (its styles are most of a compiled email): not parsing it halves the time.
     if (head_end := _HEAD_END_RE.search(source)) and (body := _BODY_START_RE.search(source, head_end.end())):
         source = source[body.start() :]
     extractor.feed(source)
     extractor.close()
+    return extractor.events
+
+
+WHITESPACE_RE = re.compile(r"\s+")
+
+
+def _link_text(href: str, items: list[tuple]) -> str:
+    text = " ".join("".join(WHITESPACE_RE.sub(" ", s) if kind == "d" else s for kind, s in items).split())
+    if href and not href.startswith("#"):
+        return f"{text} ({href})" if text and text != href else href
+    return text
+
+
+def text_from_events(events: list[tuple]) -> str:
+    """The plain-text part from text_events(html): one block per paragraph, links as "text (url)"."""
+    parts = []
+    for event in events:
+        kind = event[0]
+        if kind == "t":
+            parts.append(event[1])
+        elif kind == "d":
+            parts.append(WHITESPACE_RE.sub(" ", event[1]))  # in HTML a line break in text is a space
+        else:
+            parts.append(_link_text(event[1], event[2]))
     lines = []
-    for raw in "".join(extractor.parts).split("\n"):
+    for raw in "".join(parts).split("\n"):
         line = " ".join(raw.replace("\u00a0", " ").split())
         if line or (lines and lines[-1]):
             lines.append(line)
     return "\n".join(lines).strip() + "\n"
+
+
+def html_to_text(source: str) -> str:
+    """The plain-text part: the visible text, one block per paragraph, links as "text (url)"."""
+    return text_from_events(text_events(source))

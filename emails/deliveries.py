@@ -7,7 +7,9 @@ from django.db import IntegrityError, transaction
 from django.db.models import Q
 
 from cdp.models import Customer
+from organizations.models import Project
 
+from . import sender_policy
 from .models import Delivery, EmailTemplateVersion, Unsubscription
 
 SEND_CHUNK = 50  # deliveries per send task (one SMTP connection each)
@@ -46,6 +48,8 @@ def deliver_many(sends: list[Send]) -> list[Delivery]:
         unsubscribed_emails.add((project_id, email))
         unsubscribed_customers.add(customer_id)
 
+    refused_from = _refused_from(sends)
+
     result: list[Delivery | None] = []
     new: list[Delivery] = []
     seen_keys: dict[tuple, Delivery] = {}
@@ -55,6 +59,8 @@ def deliver_many(sends: list[Send]) -> list[Delivery]:
             result.append(earlier.get(key) or seen_keys[key])
             continue
         delivery = _delivery(send, unsubscribed_emails, unsubscribed_customers)
+        if delivery.status == Delivery.Status.QUEUED and (problem := refused_from.get(send.version.pk)):
+            delivery.status, delivery.error = Delivery.Status.FAILED, f"skipped: {problem}"
         if send.idempotency_key:
             seen_keys[key] = delivery
         new.append(delivery)
@@ -78,6 +84,44 @@ def deliver_many(sends: list[Send]) -> list[Delivery]:
         chunks = [queued[i : i + SEND_CHUNK] for i in range(0, len(queued), SEND_CHUNK)]
         transaction.on_commit(lambda: [deliveries_send_task.delay(chunk) for chunk in chunks])
     return result
+
+
+def _refused_from(sends: list[Send]) -> dict[int, str]:
+    """Why each version whose From address the project may no longer use is refused, by version id.
+
+    The address was allowed when the version was published; its domain may have been removed from
+    the project's sending domains since, and a workflow keeps sending that version. No query when
+    every From is on the server's own domain (or blank: the default), the common case.
+    """
+    versions = {send.version.pk: send.version for send in sends}
+    to_check = {
+        pk: version
+        for pk, version in versions.items()
+        if version.from_email and sender_policy.from_address_problem(project=_NO_DOMAINS, address=version.from_email)
+    }
+    if not to_check:
+        return {}
+    projects = {
+        project.pk: project
+        for project in Project.objects.filter(pk__in={v.template.project_id for v in to_check.values()}).only(
+            "pk", "sending_domains"
+        )
+    }
+    refused = {}
+    for pk, version in to_check.items():
+        project = projects[version.template.project_id]
+        if problem := sender_policy.from_address_problem(project=project, address=version.from_email):
+            refused[pk] = f"the From address {version.from_email} may no longer be used: {problem}"
+    return refused
+
+
+class _NoDomains:
+    """A project that declared no sending domain: only the server's own domain passes."""
+
+    sending_domains: tuple = ()
+
+
+_NO_DOMAINS = _NoDomains()
 
 
 def _delivery(send: Send, unsubscribed_emails: set, unsubscribed_customers: set) -> Delivery:

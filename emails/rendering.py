@@ -12,7 +12,7 @@ from functools import partial
 
 from cdp.models import Customer
 
-from . import links, personalisation, tracking
+from . import composing, links, personalisation, tracking
 from .compiling import MjmlError, compile_mjml, html_to_text, social_icon_origin
 from .models import UTM_FIELDS, Delivery, EmailTemplate, EmailTemplateVersion
 from .personalisation import PersonalisationError
@@ -45,6 +45,11 @@ def utm_of(source: Source) -> dict[str, str]:
 
 
 def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
+    subject, preheader = _subject_and_preheader(source, context)
+    return subject, preheader, _personalised_html(source, context, preheader)
+
+
+def _subject_and_preheader(source: Source, context: dict) -> tuple[str, str]:
     try:
         # A header is one line: a trait holding a newline must not break (or inject) headers.
         subject = " ".join(personalisation.render(source.subject, context=context, html=False).split())
@@ -54,14 +59,18 @@ def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
         preheader = " ".join(personalisation.render(source.preheader, context=context, html=False).split())
     except PersonalisationError as exc:
         raise RenderError("preheader", str(exc)) from exc
+    return subject, preheader
+
+
+def _personalised_html(source: Source, context: dict, preheader: str) -> str:
     cached = isinstance(source, EmailTemplateVersion) and source.html
     if cached and not personalisation.has_liquid(source.mjml) and not personalisation.has_liquid(source.preheader):
-        return subject, preheader, source.html  # compiled at publishing, the same for everyone
+        return source.html  # compiled at publishing, the same for everyone
     if isinstance(source, EmailTemplateVersion) and not personalisation.has_liquid(source.preheader):
         compiled = compiled_with_liquid(source.mjml, preheader, social_icon_origin())
         if compiled is not None:
             try:
-                return subject, preheader, personalisation.render(compiled, context=context, html=True)
+                return personalisation.render(compiled, context=context, html=True)
             except PersonalisationError:
                 pass  # rendered again below, on the MJML, so that the error names the line the user wrote
     try:
@@ -72,7 +81,7 @@ def _personalise(source: Source, context: dict) -> tuple[str, str, str]:
         html = compile_mjml(mjml, preheader=preheader)
     except MjmlError as exc:
         raise RenderError("mjml", exc.problem) from exc
-    return subject, preheader, html
+    return html
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,6 +150,14 @@ def render_delivery(delivery: Delivery) -> RenderedEmail:
     context = personalisation.render_context(delivery.customer, delivery.event, sample_event=is_test)
     unsubscribe_url = tracking.unsubscribe_url(delivery.pk)
     context["unsubscribe_url"] = unsubscribe_url
+    if isinstance(source, EmailTemplateVersion) and (
+        plan := composing.plan_for(source, project_name=delivery.project.name)
+    ):
+        # The version composed once, this recipient's values put in (the same email: composing.py).
+        subject, preheader = _subject_and_preheader(source, context)
+        composed = composing.compose(plan, delivery_id=delivery.pk, context=context, unsubscribe_url=unsubscribe_url)
+        if composed is not None:
+            return RenderedEmail(subject=subject, preheader=preheader, html=composed.html, text=composed.text)
     subject, preheader, html = _personalise(source, context)
     html, text = _finish(
         source,

@@ -7,6 +7,7 @@
   project's organization, and at most TEST_SENDS_PER_USER per TEST_SEND_WINDOW per person.
 """
 
+import time
 from datetime import timedelta
 from email.utils import parseaddr
 
@@ -56,18 +57,39 @@ def take_test_send(*, user: User) -> str | None:
     """Count one test send of `user`; the error to show instead when they are over the limit.
 
     A sliding window of send times in the shared cache (Redis in production), read from
-    `clock.now()` so tests move time. Two sends at the same instant may both pass: the limit
-    bounds abuse, it is not an exact count.
+    `clock.now()` so tests move time, counted under a lock (below): sends at the same instant
+    are counted one after the other.
     """
     key = f"emails:test-sends:{user.pk}"
-    now = clock.now().timestamp()
-    window = TEST_SEND_WINDOW.total_seconds()
-    recent = [at for at in cache.get(key, []) if at > now - window]
-    if len(recent) >= TEST_SENDS_PER_USER:
-        wait = max(1, round((recent[0] + window - now) / 60))
-        return (
-            f"You sent {TEST_SENDS_PER_USER} test emails in the last {int(window // 60)} minutes, the most "
-            f"allowed: try again in {wait} minute{'s' if wait != 1 else ''}."
-        )
-    cache.set(key, [*recent, now], timeout=int(window) + 60)
-    return None
+    if not _lock(key):
+        return "Another test send of yours is being counted: try again in a moment."
+    try:
+        now = clock.now().timestamp()
+        window = TEST_SEND_WINDOW.total_seconds()
+        recent = [at for at in cache.get(key, []) if at > now - window]
+        if len(recent) >= TEST_SENDS_PER_USER:
+            wait = max(1, round((recent[0] + window - now) / 60))
+            return (
+                f"You sent {TEST_SENDS_PER_USER} test emails in the last {int(window // 60)} minutes, the most "
+                f"allowed: try again in {wait} minute{'s' if wait != 1 else ''}."
+            )
+        cache.set(key, [*recent, now], timeout=int(window) + 60)
+        return None
+    finally:
+        cache.delete(f"{key}:lock")
+
+
+# The window is read and written under a lock of its own in the cache (`cache.add`, SET NX on
+# Redis): else two sends at once both read nine recent sends and both go, and a script posting
+# in parallel gets past the limit. The lock expires on its own if its holder dies.
+LOCK_SECONDS = 5
+LOCK_WAIT = 2.0  # seconds a send waits for another one's count (a few milliseconds each)
+
+
+def _lock(key: str) -> bool:
+    deadline = time.monotonic() + LOCK_WAIT
+    while not cache.add(f"{key}:lock", 1, timeout=LOCK_SECONDS):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)
+    return True

@@ -1,20 +1,27 @@
 """Sending one queued Delivery through Django's email backend (EMAIL_URL)."""
 
+import functools
 import logging
 import queue
 import random
+import re
 import sys
 import threading
 from email.generator import BytesGenerator
 from email.policy import Compat32
-from email.utils import formataddr, parseaddr
+from email.utils import formataddr, formatdate, parseaddr
 from io import BytesIO
 from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.core.mail import EmailMultiAlternatives, get_connection, make_msgid
 from django.core.mail.backends.smtp import EmailBackend as SMTPBackend
-from django.core.mail.message import sanitize_address
+from django.core.mail.message import (
+    RFC5322_EMAIL_LINE_LENGTH_LIMIT,
+    SafeMIMEText,
+    forbid_multi_line_headers,
+    sanitize_address,
+)
 from django.db import connections, transaction
 
 from timonier import clock
@@ -42,10 +49,7 @@ class _Email(EmailMultiAlternatives):
     def message(self):
         message = super().message()
         if message.is_multipart() and message.get_boundary() is None:
-            # Else the generator draws one and compiles a regular expression to search the whole
-            # email for it, for every email (a tenth of composing one); 128 random bits do not occur.
-            # Not secret (the generator's own comes from `random` too): no system call per email.
-            message.set_boundary(f"==============={_random.getrandbits(128):032x}==")
+            message.set_boundary(_boundary())
         return message
 
 
@@ -66,6 +70,7 @@ class _Policy(Compat32):
 
 
 _POLICY = _Policy()
+_CRLF_POLICY = _POLICY.clone(linesep="\r\n")  # what the generator flattens with (as_bytes)
 
 
 def as_bytes(message) -> bytes:
@@ -75,12 +80,21 @@ def as_bytes(message) -> bytes:
     return out.getvalue()
 
 
+def _message_id() -> str:
+    return make_msgid(domain=urlsplit(settings.PLATFORM_URL).hostname or "localhost")
+
+
+@functools.lru_cache(maxsize=64)
+def _envelope_sender(from_name: str, from_email: str, default_from: str) -> str:
+    del default_from  # part of the key: from_address reads it from the settings
+    return sanitize_address(from_address(from_name=from_name, from_email=from_email), "utf-8")
+
+
 def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternatives:
     source = delivery.template_version or delivery.template
     unsubscribe_url = tracking.unsubscribe_url(delivery.pk)
-    domain = urlsplit(settings.PLATFORM_URL).hostname or "localhost"
     headers = {
-        "Message-ID": make_msgid(domain=domain),
+        "Message-ID": _message_id(),
         # RFC 2369 and RFC 8058: mail clients show an unsubscribe button that POSTs here.
         "List-Unsubscribe": f"<{unsubscribe_url}>",
         "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
@@ -95,6 +109,96 @@ def compose(delivery: Delivery, rendered: RenderedEmail) -> EmailMultiAlternativ
     )
     message.attach_alternative(short_lines(rendered.html), "text/html")
     return message
+
+
+# --- The bytes of an email without email.message objects ------------------------------------------
+#
+# What `as_bytes(compose(delivery, rendered).message())` sends, byte for byte (tests compare): each
+# header folded by the same policy from the value Django's SafeMIME classes store, the parts'
+# headers taken from real SafeMIMEText parts, the multipart layout of email.generator. Per email
+# only the headers that change and the two bodies are written; a body that Django would send
+# quoted-printable (a line over 998 bytes) goes the email.message way.
+
+_LINE_BREAK_RE = re.compile(r"\r\n|\r|\n")
+_BOUNDARY_SAMPLE = f"==============={'0' * 32}=="
+
+
+def _boundary() -> str:
+    # Else the generator draws one and compiles a regular expression to search the whole email
+    # for it, for every email (a tenth of composing one); 128 random bits do not occur. Not secret
+    # (the generator's own comes from `random` too): no system call per email.
+    return f"==============={_random.getrandbits(128):032x}=="
+
+
+def _header(name: str, value: str) -> bytes:
+    return _CRLF_POLICY.fold_binary(name, forbid_multi_line_headers(name, value, "utf-8")[1])
+
+
+@functools.lru_cache(maxsize=8)
+def _part_headers(subtype: str, eight_bit: bool) -> bytes:
+    """A SafeMIMEText part's header block (and the blank line), as the generator writes it."""
+    part = SafeMIMEText("\u00e9" if eight_bit else "e", subtype, "utf-8")
+    return as_bytes(part).split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n"
+
+
+@functools.lru_cache(maxsize=1)
+def _multipart_headers() -> tuple[bytes, bytes]:
+    """The multipart's Content-Type (with _BOUNDARY_SAMPLE, replaced per email: the same length and
+    characters fold the same way) and MIME-Version lines."""
+    lines = [_header("Content-Type", f'multipart/alternative; boundary="{_BOUNDARY_SAMPLE}"')]
+    lines.append(_header("MIME-Version", "1.0"))
+    return lines[0], lines[1]
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_headers(from_name: str, from_email: str, reply_to: str, default_from: str) -> tuple[bytes, bytes]:
+    del default_from  # part of the key: from_address reads it from the settings
+    sender = _header("From", from_address(from_name=from_name, from_email=from_email))
+    return sender, _header("Reply-To", reply_to) if reply_to else b""
+
+
+def _body(payload: str) -> tuple[bytes, bool] | None:
+    """The body as the generator writes it (line breaks CRLF) and whether it is 8-bit, or None
+    when Django would send it quoted-printable."""
+    limit = RFC5322_EMAIL_LINE_LENGTH_LIMIT
+    if any(len(line.encode(errors="surrogateescape")) > limit for line in payload.splitlines()):
+        return None
+    encoded = _LINE_BREAK_RE.sub("\r\n", payload).encode()
+    return encoded, not encoded.isascii()
+
+
+def wire_bytes(
+    delivery: Delivery, rendered: RenderedEmail, *, message_id: str, date: str, boundary: str
+) -> bytes | None:
+    """The bytes of compose(delivery, rendered) with this Message-ID, Date and boundary, or None
+    when only the email.message way makes them (a quoted-printable body, no text part)."""
+    source = delivery.template_version or delivery.template
+    text, html = _body(rendered.text) if rendered.text else None, _body(short_lines(rendered.html))
+    if text is None or html is None:
+        return None
+    content_type, mime_version = _multipart_headers()
+    sender, reply_to = _sender_headers(
+        source.from_name, source.from_email, source.reply_to, settings.DEFAULT_FROM_EMAIL
+    )
+    marker = f"--{boundary}".encode()
+    return b"".join(
+        (
+            content_type.replace(_BOUNDARY_SAMPLE.encode(), boundary.encode()),
+            mime_version,
+            _header("Subject", rendered.subject),
+            sender,
+            _header("To", delivery.to_email),
+            reply_to,
+            _header("Date", date),
+            _header("Message-ID", message_id),
+            _header("List-Unsubscribe", f"<{tracking.unsubscribe_url(delivery.pk)}>"),
+            _header("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
+            b"\r\n",
+            marker, b"\r\n", _part_headers("plain", text[1]), text[0],
+            b"\r\n", marker, b"\r\n", _part_headers("html", html[1]), html[0],
+            b"\r\n", marker, b"--\r\n",
+        )
+    )  # fmt: skip
 
 
 def deliveries_send(*, delivery_ids: list[int]) -> int:
@@ -207,9 +311,13 @@ class _Sender:
             [sanitize_address(address, encoding) for address in message.recipients()],
             as_bytes(message.message()),
         )
+        self.put(delivery, message.extra_headers["Message-ID"], envelope)
+
+    def put(self, delivery: Delivery, message_id: str, envelope: tuple) -> None:
+        """Hand over (sender, recipients, bytes) for the sender thread to send."""
         while True:
             try:
-                self.queue.put((delivery, message.extra_headers["Message-ID"], envelope), timeout=1)
+                self.queue.put((delivery, message_id, envelope), timeout=1)
                 return
             except queue.Full:
                 if not self.thread.is_alive():
@@ -267,6 +375,15 @@ def _send_one(delivery: Delivery, sender: "_Sender", *, unsubscribed: bool) -> N
     except RenderError as exc:
         sender.done.append(_failed(delivery, f"could not render the template: {exc}"))
         return
+    if sender.thread is not None:  # over SMTP: the bytes, without email.message objects
+        message_id = _message_id()
+        date = formatdate(localtime=settings.EMAIL_USE_LOCALTIME)
+        content = wire_bytes(delivery, rendered, message_id=message_id, date=date, boundary=_boundary())
+        if content is not None:
+            source = delivery.template_version or delivery.template
+            sender_address = _envelope_sender(source.from_name, source.from_email, settings.DEFAULT_FROM_EMAIL)
+            sender.put(delivery, message_id, (sender_address, [sanitize_address(delivery.to_email, "utf-8")], content))
+            return
     sender.send(delivery, compose(delivery, rendered))
 
 
