@@ -32,14 +32,13 @@ def _value(field: models.Field, obj: models.Model):
     return field.get_db_prep_save(value, connection)
 
 
-def _document(fields: Sequence[models.Field], objs: Sequence[models.Model], with_pk: bool) -> str:
-    rows = []
-    for obj in objs:
-        row = {field.column: _value(field, obj) for field in fields}
-        if with_pk:
+def _rows(fields: Sequence[models.Field], objs: Sequence[models.Model], *, with_pk: bool) -> list[dict]:
+    """The objects as the rows of the JSON document, keyed by column (what jsonb_to_recordset reads)."""
+    rows = [{field.column: _value(field, obj) for field in fields} for obj in objs]
+    if with_pk:
+        for row, obj in zip(rows, objs, strict=True):
             row["id"] = obj.pk
-        rows.append(row)
-    return orjson.dumps(rows).decode()
+    return rows
 
 
 def _record(fields: Sequence[models.Field], with_pk: bool) -> str:
@@ -69,8 +68,7 @@ def bulk_insert(model, objs: Sequence[models.Model], *, ignore_conflicts: bool =
     for obj in objs:  # what bulk_create does first: defaults that are callables, auto_now
         for field in fields:
             setattr(obj, field.attname, field.pre_save(obj, add=True))
-    rows = [{field.attname: _value(field, obj) for field in fields} for obj in objs]
-    insert_rows(model, rows, ignore_conflicts=ignore_conflicts)
+    _insert(model, fields, _rows(fields, objs, with_pk=False), ignore_conflicts)
 
 
 def insert_rows(model, rows: Sequence[dict], *, ignore_conflicts: bool = False) -> None:
@@ -84,6 +82,13 @@ def insert_rows(model, rows: Sequence[dict], *, ignore_conflicts: bool = False) 
         objs = [model(**{field.attname: row[field.attname] for field in fields}) for row in rows]
         model.objects.bulk_create(objs, ignore_conflicts=ignore_conflicts, batch_size=1000)
         return
+    if any(field.attname != field.column for field in fields):
+        rows = [{field.column: row[field.attname] for field in fields} for row in rows]
+    _insert(model, fields, rows, ignore_conflicts)
+
+
+def _insert(model, fields: Sequence[models.Field], rows: Sequence[dict], ignore_conflicts: bool) -> None:
+    """INSERT rows keyed by column, CHUNK rows per statement (PostgreSQL)."""
     quote = connection.ops.quote_name
     columns = ", ".join(quote(field.column) for field in fields)
     sql = (
@@ -91,13 +96,9 @@ def insert_rows(model, rows: Sequence[dict], *, ignore_conflicts: bool = False) 
         f"SELECT {columns} FROM jsonb_to_recordset(%s::jsonb) AS r({_record(fields, False)})"
         + (" ON CONFLICT DO NOTHING" if ignore_conflicts else "")
     )
-    renamed = [field.attname for field in fields if field.attname != field.column]
     with connection.cursor() as cursor:
         for first in range(0, len(rows), CHUNK):
-            chunk = rows[first : first + CHUNK]
-            if renamed:
-                chunk = [{model._meta.get_field(k).column: v for k, v in row.items()} for row in chunk]
-            cursor.execute(sql, [orjson.dumps(chunk).decode()])
+            cursor.execute(sql, [orjson.dumps(rows[first : first + CHUNK]).decode()])
 
 
 def bulk_update(model, objs: Sequence[models.Model], names: Sequence[str]) -> None:
@@ -121,4 +122,4 @@ def bulk_update(model, objs: Sequence[models.Model], names: Sequence[str]) -> No
     )
     with connection.cursor() as cursor:
         for first in range(0, len(objs), CHUNK):
-            cursor.execute(sql, [_document(fields, objs[first : first + CHUNK], True)])
+            cursor.execute(sql, [orjson.dumps(_rows(fields, objs[first : first + CHUNK], with_pk=True)).decode()])
