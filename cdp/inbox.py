@@ -12,6 +12,7 @@ request). The waiting requests touch no database connection at all.
 """
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -19,6 +20,7 @@ import zlib
 from datetime import datetime
 
 import orjson
+import redis
 from django.conf import settings
 from django.db import DatabaseError, connection, transaction
 
@@ -184,9 +186,10 @@ def wake(project_id: int, partition: int | None = None) -> None:
 
     At most one message per partition and process every WAKE_INTERVAL: a call inside the interval
     arms one trailing wake-up at its end instead, so the last command of a burst is not left
-    waiting for the periodic sweep. Best effort: the sweep is the backstop, so a broker that is
-    down delays processing but loses nothing (the command is in the database). Publishing is the
-    one publisher thread's (a request never waits for the broker, nor on its outage), which also
+    waiting for the periodic sweep. Across processes, one message per partition every interval
+    too (see _claim). Best effort: the sweep is the backstop, so a broker that is down delays
+    processing but loses nothing (the command is in the database). Publishing is the one
+    publisher thread's (a request never waits for the broker, nor on its outage), which also
     sends the trailing wake-ups when they fall due: no thread is started per wake-up.
     """
     global _publisher
@@ -218,13 +221,78 @@ def _publish_forever() -> None:
                 for key in due:
                     del _trailing[key]
                     _last_wake[key] = now
-                ready = [*_queued, *due]
+                fresh = list(dict.fromkeys([*_queued, *due]))
                 _queued.clear()
-                if ready:
+                rechecks = [key for key, (_, at) in _rechecks.items() if at <= now and key not in fresh]
+                if fresh or rechecks:
                     break
-                _wake_ready.wait(min(_trailing.values()) - now if _trailing else None)
-        for key in ready:
+                waits = [at for at in _trailing.values()] + [at for _, at in _rechecks.values()]
+                _wake_ready.wait(min(waits) - now if waits else None)
+        for key in _claim(fresh, rechecks):
             _publish(*key)
+
+
+# Every API process throttles its own wake-ups, so N processes under load would still send N
+# messages per partition and interval, and a worker already draining the partition gets them all
+# (a task, a claim query each). The publisher thread first claims the interval in Redis (SET NX
+# with the interval as its expiry), for all its ready keys in one round trip, and sends only the
+# wake-ups it claimed. One that lost was asked for by commands committed before it asked, and the
+# holder may have published before they committed: it asks again once the holder's claim expires,
+# and is answered by whoever claims the next interval (set after it asked, so published after
+# those commands committed) — itself, or another process (a token it has not seen: nothing to do).
+_WAKE_SCRIPT = """
+local out = {}
+for i, key in ipairs(KEYS) do
+  if redis.call('SET', key, ARGV[1], 'NX', 'PX', ARGV[2]) then
+    out[i] = {1, '', 0}
+  else
+    out[i] = {0, redis.call('GET', key) or '', redis.call('PTTL', key)}
+  end
+end
+return out
+"""
+_rechecks: dict[tuple[int, int | None], tuple[bytes, float]] = {}  # key -> (claim it lost to, when to ask again)
+_wake_scripts: dict[int, object] = {}
+
+
+def _claim(fresh: list[tuple[int, int | None]], rechecks: list[tuple[int, int | None]]) -> list:
+    """The keys among `fresh` (wake-ups asked for) and `rechecks` (asked again, see above) that this
+    process claimed the interval of in Redis and so publishes; all of `fresh` without Redis, or when
+    it fails (more messages, nothing lost)."""
+    from timonier.redis_client import get_redis
+
+    keys = [*fresh, *rechecks]
+    client = get_redis()
+    if client is None or not keys:
+        return fresh
+    if id(client) not in _wake_scripts:
+        _wake_scripts[id(client)] = client.register_script(_WAKE_SCRIPT)
+    token = os.urandom(8).hex().encode()
+    try:
+        answers = _wake_scripts[id(client)](
+            keys=[
+                f"cdp:wake:{project_id}:{'all' if partition is None else partition}" for project_id, partition in keys
+            ],
+            args=[token, max(1, int(WAKE_INTERVAL * 1000))],
+        )
+    except redis.RedisError:
+        logger.warning("could not claim wake-ups in Redis; publishing them all", exc_info=True)
+        with _wake_lock:
+            for key in rechecks:
+                _rechecks.pop(key, None)
+        return [*fresh, *rechecks]
+    claimed = []
+    now = time.monotonic()
+    with _wake_lock:
+        for index, (key, (won, holder, ttl_ms)) in enumerate(zip(keys, answers, strict=True)):
+            if won:
+                claimed.append(key)
+                _rechecks.pop(key, None)  # this message goes out after every command asking so far
+            elif index < len(fresh) or _rechecks.get(key, (None,))[0] == holder:
+                _rechecks[key] = (holder, now + max(0, ttl_ms) / 1000 + 0.002)
+            else:
+                del _rechecks[key]  # another process claimed the next interval: it publishes
+    return claimed
 
 
 def _publish(project_id: int, partition: int | None) -> None:

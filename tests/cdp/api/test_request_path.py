@@ -63,6 +63,7 @@ class RedisMonitor:
 
         self.client = redis.Redis.from_url(url)
         self.commands: list[str] = []
+        self.claims = 0
         self._monitor = self.client.monitor().__enter__()
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -73,6 +74,9 @@ class RedisMonitor:
             if command["command"] == "ECHO monitor-end":
                 return
             if command["client_type"] != "lua" and not command["command"].startswith("HELLO"):  # handshakes
+                if "cdp:wake:" in command["command"]:  # the publisher thread's claims (cdp/inbox.py), not a request's
+                    self.claims += 1
+                    continue
                 self.commands.append(command["command"].split()[0].upper())
 
     def stop(self) -> list[str]:
