@@ -73,6 +73,30 @@ class EmailVerification(models.Model):
         return f"verification for {self.user_id} at {self.created_at:%Y-%m-%d %H:%M}"
 
 
+class SignupRequest(models.Model):
+    """A signup or resend form as submitted, answered by a worker (`services.signup_request_answer`).
+
+    The form's request only stores this row (committed with it) and wakes the worker, whatever the
+    address: whether it has an account, is invited or refused, the response does the same work in
+    the same time, and the emails (SMTP) go from the worker. The row is deleted when answered."""
+
+    class Kind(models.TextChoices):
+        SIGNUP = "signup"
+        RESEND = "resend"
+
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    email = models.EmailField(max_length=254)
+    first_name = models.CharField(max_length=150, blank=True)
+    last_name = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(default=clock.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} request {self.pk} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
 class Authenticator(Device):
     """The TOTP authenticator app of a user, the only credential of a passwordless account.
 

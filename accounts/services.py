@@ -1,4 +1,7 @@
-"""Writes of the accounts domain: signup, verification links, authenticator setup, login codes."""
+"""Writes of the accounts domain: signup, verification links, authenticator setup, login codes.
+
+Signup and resend forms are answered by a worker (`signup_request_answer`), not in their request:
+see `models.SignupRequest`."""
 
 import base64
 import hashlib
@@ -11,7 +14,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.cache import cache
 from django.core.mail import EmailMultiAlternatives
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django_otp.oath import TOTP
@@ -19,7 +22,7 @@ from django_otp.oath import TOTP
 from timonier import clock
 
 from . import models, selectors, throttling
-from .models import Authenticator, EmailVerification, RecoveryCode, RecoveryCodeSet, User
+from .models import Authenticator, EmailVerification, RecoveryCode, RecoveryCodeSet, SignupRequest, User
 
 logger = logging.getLogger(__name__)
 
@@ -36,45 +39,101 @@ class VerificationError(Exception):
         self.user = user
 
 
-def signup_request(*, email: str, first_name: str, last_name: str) -> User | None:
-    """Handle a signup form, answering the same whatever the address (no account enumeration).
+def signup_request(*, email: str, first_name: str, last_name: str) -> None:
+    """Take a signup form, answering the same whatever the address (no account enumeration).
 
-    A new address gets an account and a verification link, if SIGNUP_MODE lets it sign up; an
+    Only stores the form for the worker (`signup_request_answer`): the response does the same
+    work whether the address has an account, may sign up or is refused, so neither its content
+    nor its time tells which; nothing here talks to SMTP."""
+    _request_store(kind=SignupRequest.Kind.SIGNUP, email=email, first_name=first_name, last_name=last_name)
+
+
+def verification_resend_request(*, email: str) -> None:
+    """A new verification link for an account whose setup is pending; the same answer for any address
+    (stored for the worker, like `signup_request`)."""
+    _request_store(kind=SignupRequest.Kind.RESEND, email=email)
+
+
+def _request_store(**fields) -> None:
+    from .tasks import signup_request_answer_task
+
+    with transaction.atomic():
+        request = SignupRequest.objects.create(**fields)
+        # The row is the durable part (a lost wake-up is swept); the broker only rings.
+        transaction.on_commit(lambda: signup_request_answer_task.delay(request.pk))
+
+
+def signup_request_answer(*, request_id: int) -> bool:
+    """The worker's answer to a stored form: the account and verification link it makes, and the
+    emails it sends. Once: the row is locked, and deleted in the transaction that makes the rows;
+    the emails go after that commit (a worker dying in between loses them, never sends them twice:
+    the visitor can ask for a new link). False when the request is answered or being answered."""
+    outgoing: list[EmailMultiAlternatives] = []
+    with transaction.atomic():
+        query = SignupRequest.objects.filter(pk=request_id)
+        if connection.features.has_select_for_update_skip_locked:
+            query = query.select_for_update(skip_locked=True)
+        request = query.first()
+        if request is None:
+            return False
+        if request.kind == SignupRequest.Kind.SIGNUP:
+            _signup_answer(request, outgoing)
+        else:
+            _resend_answer(request, outgoing)
+        request.delete()
+    for message in outgoing:
+        try:
+            message.send()
+        except Exception:  # one failed send must not keep the others
+            logger.exception("accounts email to user failed: %s", message.subject)
+    return True
+
+
+def signup_requests_answer_pending(*, older_than: timedelta = timedelta(0), limit: int = 500) -> int:
+    """Answer the stored forms older than `older_than`, oldest first (the sweep: a lost wake-up)."""
+    ids = list(
+        SignupRequest.objects.filter(created_at__lte=clock.now() - older_than)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:limit]
+    )
+    return sum(signup_request_answer(request_id=pk) for pk in ids)
+
+
+def _signup_answer(request: SignupRequest, outgoing: list) -> User | None:
+    """A new address gets an account and a verification link, if SIGNUP_MODE lets it sign up; an
     address with an account gets an email saying so (or, if its setup never finished, a new
-    verification link). Returns the account created, if any; the caller must not tell the visitor.
-    """
-    email = User.objects.normalize_email(email).lower()
+    verification link)."""
+    email = User.objects.normalize_email(request.email).lower()
     existing = User.objects.filter(email__iexact=email).first()
     if existing is not None:
-        _existing_account_answer(user=existing)
+        _existing_account_answer(user=existing, outgoing=outgoing)
         return None
     if not selectors.signup_open_to(email=email):
         logger.info("signup refused: not invited (SIGNUP_MODE=%s)", settings.SIGNUP_MODE)
         return None
     try:
         with transaction.atomic():
-            user = User.objects.create_user(email=email, first_name=first_name, last_name=last_name)
+            user = User.objects.create_user(email=email, first_name=request.first_name, last_name=request.last_name)
     except IntegrityError:  # a concurrent signup with the same email won the race
         return None
-    verification_send(user=user)
+    _verification_message(user=user, outgoing=outgoing)
     return user
 
 
-def verification_resend_request(*, email: str) -> None:
-    """A new verification link for an account whose setup is pending; the same answer for any address."""
-    user = User.objects.filter(email__iexact=email).first()
+def _resend_answer(request: SignupRequest, outgoing: list) -> None:
+    user = User.objects.filter(email__iexact=request.email).first()
     if user is not None:
-        _existing_account_answer(user=user)
+        _existing_account_answer(user=user, outgoing=outgoing)
 
 
-def _existing_account_answer(*, user: User) -> None:
+def _existing_account_answer(*, user: User, outgoing: list) -> None:
     if user.is_active:
-        account_exists_notify(user=user)
+        _account_exists_message(user=user, outgoing=outgoing)
     else:
-        verification_send(user=user)
+        _verification_message(user=user, outgoing=outgoing)
 
 
-def account_exists_notify(*, user: User) -> bool:
+def _account_exists_message(*, user: User, outgoing: list) -> bool:
     """Tell an account's owner that someone tried to sign up with their address; at most once a minute."""
     digest = hashlib.sha256(user.email.lower().encode()).hexdigest()[:32]
     if not cache.add(f"accounts:exists-notice:{digest}", 1, timeout=int(RESEND_COOLDOWN.total_seconds())):
@@ -86,8 +145,8 @@ def account_exists_notify(*, user: User) -> bool:
         to=[user.email],
     )
     message.attach_alternative(render_to_string("accounts/emails/account_exists.html", context), "text/html")
-    message.send()
-    logger.info("account-exists email sent user=%s", user.pk)
+    outgoing.append(message)
+    logger.info("account-exists email queued user=%s", user.pk)
     return True
 
 
@@ -95,8 +154,8 @@ def verification_token(verification: EmailVerification) -> str:
     return signing.dumps(str(verification.id), salt=VERIFICATION_SALT)
 
 
-def verification_send(*, user: User) -> EmailVerification | None:
-    """Create a verification link for a user whose authenticator is not set up, and email it.
+def _verification_message(*, user: User, outgoing: list) -> EmailVerification | None:
+    """Create a verification link for a user whose authenticator is not set up, and its email.
 
     At most one a minute per account (None otherwise): the form says the same either way.
     """
@@ -112,8 +171,8 @@ def verification_send(*, user: User) -> EmailVerification | None:
         to=[user.email],
     )
     message.attach_alternative(render_to_string("accounts/emails/verification.html", context), "text/html")
-    message.send()
-    logger.info("verification email sent user=%s verification=%s", user.pk, verification.pk)
+    outgoing.append(message)
+    logger.info("verification email queued user=%s verification=%s", user.pk, verification.pk)
     return verification
 
 

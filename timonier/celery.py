@@ -131,6 +131,11 @@ BEAT_SCHEDULE = {
         "task": "accounts.tasks.purge_expired_verifications_task",
         "schedule": timedelta(hours=1),
     },
+    "accounts-sweep-signup-requests": {
+        "task": "accounts.tasks.signup_requests_sweep_task",
+        "schedule": timedelta(seconds=30),
+        "options": {"expires": 30},
+    },
     "organizations-purge-expired-invitations": {
         "task": "organizations.tasks.purge_expired_invitations_task",
         "schedule": timedelta(hours=1),

@@ -98,6 +98,17 @@ def builds_on_live_worker(monkeypatch, celery_worker) -> None:
     monkeypatch.setattr("segments.tasks.segment_build_task.delay", delay)
 
 
+def answers_signups_in_process(monkeypatch) -> None:
+    """The signup form's answer (the account, the verification email) is a task: the live server's
+    wake-up for it runs it here, with this process's PLATFORM_URL and SMTP server (no worker reads
+    this process's broker, see above)."""
+    from accounts.services import signup_request_answer
+
+    monkeypatch.setattr(
+        "accounts.tasks.signup_request_answer_task.delay", lambda pk: signup_request_answer(request_id=pk)
+    )
+
+
 SEGMENT_BUILD_TIMEOUT = 30_000  # ms for the live worker to build a segment and the page to show it
 WORKFLOW_EMAIL_TIMEOUT = 30  # s from the track call to the workflow's email at the SMTP server
 
@@ -177,6 +188,7 @@ def wait_for_workflow_mail(smtp_server, celery_worker, project_id: int, recipien
 def test_guide_sections_1_to_6(page: Page, e2e, smtp_server, api_server, celery_worker, monkeypatch, request):
     base = e2e.url
     builds_on_live_worker(monkeypatch, celery_worker)
+    answers_signups_in_process(monkeypatch)
 
     # 1. Create your account.
     page.goto("/signup")
