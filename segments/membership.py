@@ -8,8 +8,27 @@ ingest batch for an update) with the customers of that scope the condition match
   array on SQLite), so no statement or Python loop runs per customer.
 
 Each statement works on what it reads itself, so the ids recorded are exactly the rows changed,
-even while ingest keeps writing customers and events. Computations of the same segment are
-serialised by a lock on its row (`select_for_update`), taken in id order to avoid deadlocks.
+even while ingest keeps writing customers and events.
+
+Who may compute at the same time (PostgreSQL; on SQLite a transaction holds the database's write
+lock, so computations never overlap):
+- A live update (an ingest batch's customers, a merge or an erasure ending memberships) holds each
+  segment's advisory lock in shared mode, so the batches of a project's partitions update one
+  segment at once; a rebuild (first build, window refresh, reconcile) holds it exclusively, so it
+  never interleaves with a live update of the same segment. A live update also locks its
+  customers' rows (FOR NO KEY UPDATE, in id order, before the segment locks), so two live updates
+  of one customer (a person whose calls span two partitions, or two batches of one partition
+  whose updates overlap) take turns, each reading what the other stored: with that, the
+  memberships two updates touch at once are disjoint rows.
+- Member counts: a live update appends its change of members (a `MemberCountDelta` row) and, once
+  committed, adds the committed rows to `member_count` in a statement of its own (`fold_counts`):
+  no update waits for another's lock on the segment's row, and the count shown is that of the
+  committed memberships a moment after each commit (a worker killed in between leaves its rows
+  to the next update of the segment or to the window refresh). An update run inside a caller's
+  transaction adds to the count directly, as a rebuild sets it.
+- `MembershipChange` ids are drawn when a change is written, so with concurrent writers a lower id
+  can commit after a higher one. A reader following a segment's changes by id (workflows' segment
+  triggers) reads only up to `changes_committed_through`, which waits for the writers in flight.
 """
 
 import json
@@ -32,10 +51,14 @@ from .conditions import (
     referenced_segments,
 )
 from .conditions.sql import AmongIds, bigint_array
-from .models import Membership, MembershipChange, Segment
+from .models import MemberCountDelta, Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited, segments_changed
 
 logger = logging.getLogger(__name__)
+
+# pg advisory locks (namespace, segment id): held shared by live updates, exclusively by rebuilds
+# and by `changes_committed_through` (cdp uses 7_301_000 + partition, workflows 7_302).
+LOCK_NAMESPACE = 7_303
 
 
 @dataclass
@@ -55,8 +78,12 @@ def membership_rebuild(
     `cause` is recorded on every change (a first build, a window refresh, a reconcile)."""
     now = now or clock.now()
     with transaction.atomic():
+        _hold_segments([segment.pk], exclusive=True)
         segment = Segment.objects.select_for_update().get(pk=segment.pk)
         changes = _apply(segment, Customer.objects.filter(project_id=segment.project_id), now, cause)
+        # Counted whole below: the deltas of live updates (all committed, under the exclusive lock) are in it.
+        if connection.vendor == "postgresql":
+            MemberCountDelta.objects.filter(segment=segment).delete()
         Segment.objects.filter(pk=segment.pk).update(
             member_count=Membership.objects.filter(segment=segment).count(),
             last_computed_at=now,
@@ -144,8 +171,9 @@ def memberships_end(
         return 0
     table = connection.ops.quote_name(Membership._meta.db_table)
     all_changes = []
-    # Locked in id order, like every computation, before any membership row is touched.
-    for segment in Segment.objects.filter(pk__in=segment_ids).select_for_update().order_by("pk"):
+    # A live update (the batch holds these customers' rows): shared, before any membership row is touched.
+    _hold_segments(segment_ids, exclusive=False)
+    for segment in Segment.objects.filter(pk__in=segment_ids).order_by("pk"):
         changes = Changes(segment)
         changes.exited = _returned_ids(
             f"DELETE FROM {table} WHERE segment_id = %s AND customer_id IN ({ids_sql}) RETURNING customer_id",  # noqa: S608
@@ -155,9 +183,11 @@ def memberships_end(
         merged = [pk for pk in changes.exited if pk not in erased]
         _record(segment, MembershipChange.Kind.EXITED, merged, now, MembershipChange.Cause.MERGE)
         _record(segment, MembershipChange.Kind.EXITED, gone, now, MembershipChange.Cause.ERASURE)
-        if changes.exited:
-            Segment.objects.filter(pk=segment.pk).update(member_count=F("member_count") - len(changes.exited))
         all_changes.append(changes)
+    # Inside the batch's transaction, whose commit can take a while: the segments' rows are not
+    # locked until then, the counts are added to after it.
+    if _add_to_counts({c.segment.pk: -len(c.exited) for c in all_changes}, enclosed=False):
+        transaction.on_commit(lambda: fold_counts(segment_ids), robust=True)
     _signal_on_commit(all_changes)
     return sum(len(changes.exited) for changes in all_changes)
 
@@ -226,18 +256,14 @@ def _update(
     and the conditions' answers give exactly the rows to write."""
     now = now or clock.now()
     if_not_member = if_not_member or {}
+    enclosed = connection.in_atomic_block  # inside a caller's transaction (see `_add_to_counts`)
     scopes = {pk: set(ids) for pk, ids in scopes.items()}
     for dependent in segments_depending_on(project_id, set(scopes), conditions):
         scopes.setdefault(dependent, set())
     with transaction.atomic():
-        # Locks are taken in id order (no deadlock with another computation); the work is then
-        # done in dependency order, level by level.
-        locked = list(
-            Segment.objects.filter(project_id=project_id, pk__in=list(scopes))
-            .exclude(status=Segment.Status.FAILED)  # left out of live updates until its condition changes
-            .select_for_update()
-            .order_by("pk")
-        )
+        # The customers' rows and the segments' shared locks (see the module's docstring), then
+        # the work in dependency order, level by level; the members are read after the locks.
+        locked = _lock_and_read_segments(project_id, list(scopes), set().union(*scopes.values()))
         all_changes: dict[int, Changes] = {}
         for level in _levels(locked):
             # The customers who entered or left a segment read are re-checked whatever else.
@@ -273,7 +299,12 @@ def _update(
                 )
             _write(changes.values(), now, cause)
             all_changes.update(changes)
+        to_fold = _add_to_counts(
+            {pk: len(c.entered) - len(c.exited) for pk, c in all_changes.items()}, enclosed=enclosed
+        )
         _signal_on_commit(list(all_changes.values()))
+    if to_fold:
+        fold_counts(to_fold)
     return sum(len(c.entered) for c in all_changes.values()), sum(len(c.exited) for c in all_changes.values())
 
 
@@ -324,9 +355,9 @@ def _evaluate(project_id: int, segments: list[Segment], scopes: dict[int, set[in
 
 
 def _write(all_changes: Iterable[Changes], now: datetime, cause: str) -> None:
-    """The changes of several segments as one DELETE, one INSERT, one history INSERT and one
-    UPDATE of the counts. An entry whose customer was deleted (merged, erased) since the
-    evaluation is not inserted, nor recorded."""
+    """The changes of several segments as one DELETE, one INSERT and one history INSERT (the
+    counts are the caller's, `_add_to_counts`). An entry whose customer was deleted (merged,
+    erased) since the evaluation is not inserted, nor recorded."""
     all_changes = list(all_changes)
     table = connection.ops.quote_name(Membership._meta.db_table)
     exits = [(changes.segment.pk, customer_id) for changes in all_changes for customer_id in changes.exited]
@@ -351,11 +382,140 @@ def _write(all_changes: Iterable[Changes], now: datetime, cause: str) -> None:
         )
         _keep_only(by_segment, inserted, "entered")
     _record_many(all_changes, now, cause)
-    deltas = {pk: len(c.entered) - len(c.exited) for pk, c in by_segment.items() if len(c.entered) != len(c.exited)}
-    if deltas:
-        Segment.objects.filter(pk__in=list(deltas)).update(
+
+
+def changes_committed_through(segment_id: int) -> int | None:
+    """A `MembershipChange` id such that every change of the segment up to it has committed (or
+    rolled back) and none can still appear: read the changes with ids up to it, in a statement
+    after this call, and none is skipped. None: no bound is needed (SQLite, one writer at a time).
+
+    Ids are drawn as changes are written, so with live updates running concurrently a lower id
+    may commit after a higher one, and a reader going by id alone would step over it. Taking the
+    segment's lock exclusively waits for the updates in flight (they hold it shared from before
+    their first write); the id sequence's last value, read under it, bounds every id they drew;
+    updates that start later draw higher ids. The lock is released in the same statement, so the
+    reader holds up no update for longer than that wait."""
+    if connection.vendor != "postgresql":
+        return None
+    with connection.cursor() as cursor:
+        # Evaluated left to right: the lock, then the sequence, then the release.
+        cursor.execute(
+            "SELECT pg_advisory_lock(%s, %s), pg_sequence_last_value(pg_get_serial_sequence(%s, 'id')), "
+            "pg_advisory_unlock(%s, %s)",
+            [LOCK_NAMESPACE, segment_id, MembershipChange._meta.db_table, LOCK_NAMESPACE, segment_id],
+        )
+        return cursor.fetchone()[1] or 0
+
+
+def _hold_segments(segment_ids: Iterable[int], *, exclusive: bool) -> None:
+    """Hold the segments' advisory locks until the transaction ends (see the module's docstring);
+    in id order: exclusive holders then never deadlock with each other."""
+    segment_ids = sorted(set(segment_ids))
+    if connection.vendor != "postgresql" or not segment_ids:
+        return
+    function = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+    with connection.cursor() as cursor:
+        # A volatile function in the target list runs after the ORDER BY, row by row.
+        cursor.execute(
+            f"SELECT {function}(%s, id::int) FROM (SELECT unnest(%s::bigint[]) AS id ORDER BY 1) AS ids",  # noqa: S608
+            [LOCK_NAMESPACE, bigint_array(segment_ids)],
+        )
+
+
+def _lock_and_read_segments(project_id: int, segment_ids: list[int], customer_ids: set[int]) -> list[Segment]:
+    """For a live update, in one statement: lock the customers' rows in id order until the
+    transaction ends (FOR NO KEY UPDATE, as an ingest batch does), so the live updates of one
+    customer take turns, each reading what the other stored, and a batch changing or deleting the
+    customer waits for the update reading it (or the update finds it gone); then hold the
+    segments' locks shared; and read the segments, in id order. Failed segments are left out of
+    live updates until their condition changes."""
+    segments = Segment.objects.filter(project_id=project_id, pk__in=segment_ids).exclude(status=Segment.Status.FAILED)
+    if connection.vendor != "postgresql":
+        return list(segments.order_by("pk"))
+    table = connection.ops.quote_name(Segment._meta.db_table)
+    customers = connection.ops.quote_name(Customer._meta.db_table)
+    # The one-row `locks` is computed before any segment is returned, its columns left to right.
+    return list(
+        Segment.objects.raw(
+            f"SELECT s.* FROM {table} s, (SELECT "  # noqa: S608
+            f"(SELECT count(*) FROM (SELECT id FROM {customers} WHERE id = ANY(%s::bigint[]) "
+            f"ORDER BY id FOR NO KEY UPDATE) AS c) AS customers, "
+            f"(SELECT count(*) FROM (SELECT pg_advisory_xact_lock_shared(%s, id::int) "
+            f"FROM (SELECT unnest(%s::bigint[]) AS id ORDER BY 1) AS ids) AS l) AS segments) AS locks "
+            f"WHERE s.project_id = %s AND s.id = ANY(%s::bigint[]) AND s.status <> %s "
+            f"AND locks.customers >= 0 AND locks.segments >= 0 ORDER BY s.id",
+            [
+                bigint_array(sorted(customer_ids)),
+                LOCK_NAMESPACE,
+                bigint_array(sorted(segment_ids)),
+                project_id,
+                bigint_array(sorted(segment_ids)),
+                Segment.Status.FAILED,
+            ],
+        )
+    )
+
+
+def _add_to_counts(deltas: dict[int, int], *, enclosed: bool) -> list[int]:
+    """Count each segment's change of members; returns the segments whose deltas are to be folded
+    (`fold_counts`) once the transaction has committed.
+
+    On PostgreSQL, outside a caller's transaction: one `MemberCountDelta` row per segment, which
+    locks nothing another update needs. Otherwise added to `member_count` directly: on SQLite one
+    transaction writes at a time; inside a caller's transaction (a test, a script) the caller
+    chose to hold its locks, and its reads then see the count it changed. The rows are locked in
+    id order, so two transactions adding to the same segments never deadlock.
+    """
+    deltas = {pk: delta for pk, delta in deltas.items() if delta}
+    if not deltas:
+        return []
+    pks = sorted(deltas)
+    if connection.vendor != "postgresql":
+        Segment.objects.filter(pk__in=pks).update(
             member_count=F("member_count")
             + Case(*(When(pk=pk, then=Value(delta)) for pk, delta in deltas.items()), default=Value(0))
+        )
+        return []
+    table = connection.ops.quote_name(Segment._meta.db_table)
+    with connection.cursor() as cursor:
+        if not enclosed:
+            cursor.execute(
+                f"INSERT INTO {connection.ops.quote_name(MemberCountDelta._meta.db_table)} (segment_id, delta) "  # noqa: S608
+                f"SELECT * FROM unnest(%s::bigint[], %s::bigint[])",
+                [bigint_array(pks), bigint_array([deltas[pk] for pk in pks])],
+            )
+            return pks
+        cursor.execute(
+            f"WITH d AS (SELECT * FROM unnest(%s::bigint[], %s::bigint[]) AS d(id, delta)), "  # noqa: S608
+            f"locked AS (SELECT id FROM {table} WHERE id IN (SELECT id FROM d) ORDER BY id FOR NO KEY UPDATE) "
+            f"UPDATE {table} AS s SET member_count = s.member_count + d.delta FROM d, locked "
+            f"WHERE s.id = d.id AND locked.id = d.id",
+            [bigint_array(pks), bigint_array([deltas[pk] for pk in pks])],
+        )
+    return []
+
+
+def fold_counts(segment_ids: Iterable[int] | None = None) -> None:
+    """Add the committed `MemberCountDelta` rows of these segments (of every segment: None) to
+    their `member_count`, in one statement: the segments' rows locked in id order (two folds never
+    deadlock, and a row is folded once: a concurrent fold waits, then finds it deleted); rows of
+    updates not committed yet are not seen, and are folded by their own update after its commit."""
+    if connection.vendor != "postgresql":
+        return
+    segments = connection.ops.quote_name(Segment._meta.db_table)
+    deltas = connection.ops.quote_name(MemberCountDelta._meta.db_table)
+    which = "" if segment_ids is None else "AND s.id = ANY(%s::bigint[])"
+    params = [] if segment_ids is None else [bigint_array(sorted(set(segment_ids)))]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"WITH locked AS (SELECT s.id FROM {segments} s WHERE EXISTS (SELECT 1 FROM {deltas} d "  # noqa: S608
+            f"WHERE d.segment_id = s.id) {which} ORDER BY s.id FOR NO KEY UPDATE OF s), "
+            f"gone AS (DELETE FROM {deltas} d USING locked WHERE d.segment_id = locked.id "
+            f"RETURNING d.segment_id, d.delta), "
+            f"sums AS (SELECT segment_id, sum(delta) AS delta FROM gone GROUP BY segment_id) "
+            f"UPDATE {segments} s SET member_count = s.member_count + sums.delta "
+            f"FROM sums WHERE s.id = sums.segment_id",
+            params,
         )
 
 

@@ -20,7 +20,8 @@ class Segment(models.Model):
     # A condition of `segments.conditions`, validated by the services before it is ever stored.
     condition = models.JSONField()
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.BUILDING)
-    # Kept by every membership change, so lists never count members.
+    # Kept by every membership change, so lists never count members. On PostgreSQL a live update
+    # adds to it right after its commit, from its MemberCountDelta rows (see segments.membership).
     member_count = models.PositiveIntegerField(default=0)
     last_computed_at = models.DateTimeField(null=True, blank=True)
     build_error = models.TextField(blank=True, default="")
@@ -88,3 +89,16 @@ class MembershipChange(models.Model):
 
     def __str__(self) -> str:
         return f"customer {self.customer_id} {self.kind} segment {self.segment_id} at {self.at:%Y-%m-%d %H:%M}"
+
+
+class MemberCountDelta(models.Model):
+    """Members a committed live update added to (or took from) a segment, not yet added to its
+    `member_count`. Live updates of one segment run at once; each appends its own row, so none
+    waits for another's lock on the segment's row before it commits. Folded into the count right
+    after the update commits, by the next update of the segment, or by the window refresh."""
+
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="+")
+    delta = models.IntegerField()
+
+    def __str__(self) -> str:
+        return f"{self.delta:+d} members of segment {self.segment_id}"

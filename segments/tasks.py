@@ -12,7 +12,7 @@ from timonier import clock
 
 from . import services
 from .conditions import InvalidCondition, uses_relative_window
-from .membership import membership_rebuild
+from .membership import fold_counts, membership_rebuild
 from .models import MembershipChange, Segment
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def segments_refresh_windows_task() -> None:
     whose build task was lost."""
     with _alone("segments:refresh-windows") as first:
         if first:
+            # Member counts left behind by a worker killed between a live update's commit and its fold.
+            fold_counts()
             # Also the segments still `building` a while after their change: their build task was
             # lost (the broker was down when it was sent).
             stale = clock.now() - timedelta(seconds=settings.SEGMENT_WINDOW_REFRESH_SECONDS)

@@ -23,6 +23,7 @@ from cdp.models import Customer
 from segments.conditions import matches
 from segments.conditions.evaluation import MISSING, json_equal, lookup
 from segments.conditions.sql import AmongIds
+from segments.membership import changes_committed_through
 from segments.models import Membership, MembershipChange
 from timonier import clock
 from timonier.bulk import bulk_insert, insert_rows
@@ -268,11 +269,13 @@ def _trait_change(trigger: dict, payload: dict) -> dict | None:
 def _segment_candidates(workflow: Workflow) -> list[Candidate]:
     trigger = workflow.active_version.definition["trigger"]
     kind = MembershipChange.Kind.ENTERED if trigger["type"] == "segment_entered" else MembershipChange.Kind.EXITED
-    changes = list(
-        MembershipChange.objects.filter(segment_id=trigger["segment_id"], pk__gt=workflow.segment_cursor)
-        .order_by("pk")
-        .values_list("pk", "customer_id", "kind", "cause")[:BATCH]
-    )
+    unread = MembershipChange.objects.filter(segment_id=trigger["segment_id"], pk__gt=workflow.segment_cursor)
+    # Live updates of one segment run concurrently, so ids can commit out of order: only up to an
+    # id below which every change has committed, or the cursor would step over a late one.
+    horizon = changes_committed_through(trigger["segment_id"])
+    if horizon is not None:
+        unread = unread.filter(pk__lte=horizon)
+    changes = list(unread.order_by("pk").values_list("pk", "customer_id", "kind", "cause")[:BATCH])
     if not changes:
         return []
     Workflow.objects.filter(pk=workflow.pk).update(segment_cursor=changes[-1][0])
