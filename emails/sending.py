@@ -130,7 +130,23 @@ def _boundary() -> str:
     return f"==============={_random.getrandbits(128):032x}=="
 
 
+# An address of ASCII dot-atoms: sanitize_address (which runs the email header parser, a twentieth
+# of sending an email) returns it as it is (tests compare).
+_PLAIN_ADDRESS_RE = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z"
+)
+
+
+def _envelope_recipient(address: str) -> str:
+    return address if _PLAIN_ADDRESS_RE.match(address) else sanitize_address(address, "utf-8")
+
+
 def _header(name: str, value: str) -> bytes:
+    if name == "Subject" and value and value.isascii() and len(value) <= 69 and " ".join(value.split()) == value:
+        # Django passes even an ASCII subject through the Header class, which returns one that fits
+        # a line (and has single spaces, as a rendered subject has) as it is (tests compare).
+        return f"Subject: {value}\r\n".encode()
     return _CRLF_POLICY.fold_binary(name, forbid_multi_line_headers(name, value, "utf-8")[1])
 
 
@@ -382,7 +398,7 @@ def _send_one(delivery: Delivery, sender: "_Sender", *, unsubscribed: bool) -> N
         if content is not None:
             source = delivery.template_version or delivery.template
             sender_address = _envelope_sender(source.from_name, source.from_email, settings.DEFAULT_FROM_EMAIL)
-            sender.put(delivery, message_id, (sender_address, [sanitize_address(delivery.to_email, "utf-8")], content))
+            sender.put(delivery, message_id, (sender_address, [_envelope_recipient(delivery.to_email)], content))
             return
     sender.send(delivery, compose(delivery, rendered))
 

@@ -238,3 +238,41 @@ def test_test_sends_at_the_same_instant_are_counted_one_after_the_other(db):
     assert results.count(None) == sender_policy.TEST_SENDS_PER_USER
     assert len(results) == 3 * sender_policy.TEST_SENDS_PER_USER
     assert len(cache.get(f"emails:test-sends:{user.pk}")) == sender_policy.TEST_SENDS_PER_USER
+
+
+# --- The header shortcuts, against Django's own functions -------------------------------------------
+
+
+def test_a_short_ascii_subject_and_a_plain_address_come_out_as_django_makes_them():
+    from email.header import Header
+    from random import Random
+
+    from django.core.mail.message import sanitize_address
+
+    from emails import sending
+
+    rng = Random(13)
+    printable = "".join(chr(c) for c in range(32, 127)) + "é   "
+    for _ in range(3000):
+        subject = " ".join("".join(rng.choice(printable) for _ in range(rng.randint(0, 90))).split())
+        if subject.isascii():
+            django_way = sending._CRLF_POLICY.fold_binary("Subject", Header(subject).encode())
+        else:
+            django_way = sending._CRLF_POLICY.fold_binary("Subject", Header(subject, "utf-8").encode())
+        assert sending._header("Subject", subject) == django_way, subject
+    local = "abcXYZ019!#$%&'*+/=?^_`{|}~-.\"(),: "
+    plain = 0
+    for _ in range(3000):
+        address = "".join(rng.choice(local) for _ in range(rng.randint(1, 12))) + "@"
+        address += "".join(rng.choice("abZ09-.é") for _ in range(rng.randint(1, 12)))
+        try:
+            django_way = sanitize_address(address, "utf-8")
+        except (ValueError, IndexError, TypeError) as exc:
+            django_way = type(exc)
+        try:
+            ours = sending._envelope_recipient(address)
+        except (ValueError, IndexError, TypeError) as exc:
+            ours = type(exc)
+        assert ours == django_way, address
+        plain += bool(sending._PLAIN_ADDRESS_RE.match(address))
+    assert plain > 100  # the shortcut was taken often enough to be tested
