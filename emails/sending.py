@@ -177,9 +177,14 @@ def _body(payload: str) -> tuple[bytes, bool] | None:
     """The body as the generator writes it (line breaks CRLF) and whether it is 8-bit, or None
     when Django would send it quoted-printable."""
     limit = RFC5322_EMAIL_LINE_LENGTH_LIMIT
-    if any(len(line.encode(errors="surrogateescape")) > limit for line in payload.splitlines()):
+    encoded = payload.encode()
+    # Django measures str.splitlines(), whose lines are pieces of the lines between b"\n": when
+    # none of those is too long, none of Django's is.
+    if max(map(len, encoded.split(b"\n"))) > limit and any(
+        len(line.encode(errors="surrogateescape")) > limit for line in payload.splitlines()
+    ):
         return None
-    encoded = _LINE_BREAK_RE.sub("\r\n", payload).encode()
+    encoded = encoded.replace(b"\n", b"\r\n") if "\r" not in payload else _LINE_BREAK_RE.sub("\r\n", payload).encode()
     return encoded, not encoded.isascii()
 
 
