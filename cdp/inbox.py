@@ -11,6 +11,7 @@ different requests are never made to fail together (a group that fails is retrie
 request). The waiting requests touch no database connection at all.
 """
 
+import functools
 import logging
 import os
 import threading
@@ -61,8 +62,10 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
     """
     command_id = uuid.uuid4()
     pieces: dict[int, list[dict]] = {}
+    partitions = settings.INGEST_PARTITIONS  # partition_of, inlined: a batch's 100 calls ask each
     for message in messages:
-        pieces.setdefault(partition_of(message), []).append(message)
+        identity = message.get("customer_id") or message.get("anonymous_id") or ""
+        pieces.setdefault(zlib.crc32(identity.encode()) % partitions, []).append(message)
     if not pieces:
         return command_id  # nothing to apply
     command = Command._meta.get_field("command_id").get_db_prep_value(command_id, connection)
@@ -83,10 +86,35 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
     return command_id
 
 
+def _cursor():
+    """Django's cursor, on PostgreSQL over one binding its parameters in the server: Django's own
+    binds them in the client, escaping each payload into the statement's text in Python (a tenth
+    of a batch request's CPU, py-spy). Never prepared: the number of rows varies, and a pooler in
+    transaction mode cannot keep prepared statements. Wrapped as Django wraps its cursors (its
+    errors, its query log)."""
+    if connection.vendor != "postgresql":
+        return connection.cursor()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        cursor = _server_binding()(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+
+
+@functools.cache
+def _server_binding():
+    from django.db.backends.postgresql.base import ServerBindingCursor  # needs psycopg: PostgreSQL only
+
+    class Unprepared(ServerBindingCursor):
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            return super().execute(query, params, prepare=False, binary=binary)
+
+    return Unprepared
+
+
 def _insert(rows: list[tuple]) -> None:
     """One plain INSERT of the rows: stored all or none, and the ORM's model machinery would cost
     as much as the write here."""
-    with connection.cursor() as cursor:
+    with _cursor() as cursor:
         cursor.execute(
             f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES "  # noqa: S608 (a model's own table)
             + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)),
