@@ -94,7 +94,7 @@ _LAYOUT_TAG_SPACE_RE = re.compile(r"<(table|tr|td|div)\b[ \t]", re.IGNORECASE)
 
 def short_lines(source: str) -> str:
     """`source` with a line break inside each layout tag of its lines too long for 8-bit transfer."""
-    if all(len(line) <= _LONG_LINE for line in source.split("\n")):
+    if max(map(len, source.split("\n"))) <= _LONG_LINE:
         return source
     return "\n".join(
         _LAYOUT_TAG_SPACE_RE.sub(r"<\1\n", line) if len(line) > _LONG_LINE else line for line in source.split("\n")

@@ -75,6 +75,12 @@ class _KeyedSigner(signing.Signer):
         derived = hasher(force_bytes(self.salt + "signer") + force_bytes(key)).digest()
         self._keyed = hmac.new(derived, digestmod=hasher)
 
+    def sign_object(self, obj, serializer=signing.JSONSerializer, compress=False) -> str:
+        if type(obj) is int and not compress and serializer is signing.JSONSerializer:
+            # An id (open and unsubscribe links): its JSON is its digits, too short to compress.
+            return self.sign(signing.b64_encode(str(obj).encode()).decode())
+        return super().sign_object(obj, serializer=serializer, compress=compress)
+
     def signature(self, value, key=None) -> str:
         if key is not None and key != self.key:  # unsign's fallback keys
             return super().signature(value, key)

@@ -181,7 +181,11 @@ def test_click_tokens_are_the_ones_django_signs_and_they_still_verify(settings):
     token = tracking.click_url(7, url).rpartition("/")[2]
     assert token == signing.Signer(salt=tracking.CLICK_SALT).sign_object({"d": 7, "u": url}, compress=True)
     assert tracking.click_urls(7, [url]) == [tracking.click_url(7, url)]
-    assert tracking.open_url(7).rpartition("/")[2] == signing.Signer(salt=tracking.OPEN_SALT).sign_object(7)
+    for n in (0, 7, 10**12, -3):
+        assert tracking.open_url(n).rpartition("/")[2] == signing.Signer(salt=tracking.OPEN_SALT).sign_object(n)
+        unsubscribe = signing.Signer(salt=tracking.UNSUBSCRIBE_SALT).sign_object(n)
+        assert tracking.unsubscribe_url(n).rpartition("/")[2] == unsubscribe
+        assert signing.Signer(salt=tracking.UNSUBSCRIBE_SALT).unsign_object(unsubscribe) == n
     settings.SECRET_KEY = "another-key-" * 4  # a key change makes other tokens
     assert tracking.click_url(7, url).rpartition("/")[2] != token
 
