@@ -86,40 +86,52 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
     return command_id
 
 
-def _cursor():
-    """Django's cursor, on PostgreSQL over one binding its parameters in the server: Django's own
-    binds them in the client, escaping each payload into the statement's text in Python (a tenth
-    of a batch request's CPU, py-spy). Never prepared: the number of rows varies, and a pooler in
-    transaction mode cannot keep prepared statements. Wrapped as Django wraps its cursors (its
-    errors, its query log)."""
-    if connection.vendor != "postgresql":
-        return connection.cursor()
+def _insert(rows: list[tuple]) -> None:
+    """One plain INSERT of the rows: stored all or none, and the ORM's model machinery would cost
+    as much as the write here."""
+    if connection.vendor == "postgresql":
+        _insert_unnest(rows)
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES "  # noqa: S608 (a model's own table)
+            + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)),
+            [value for row in rows for value in row],
+        )
+
+
+_UNNEST = (
+    f"INSERT INTO {Command._meta.db_table} {_COLUMNS} "  # noqa: S608 (a model's own table)
+    "SELECT p, n, c, r, m, l, 0 FROM unnest(%s::bigint[], %s::smallint[], %s::uuid[], %s::timestamptz[], "
+    "%s::integer[], %s::text[]) WITH ORDINALITY AS t(p, n, c, r, m, l, o) ORDER BY o"
+)
+
+
+def _insert_unnest(rows: list[tuple]) -> None:
+    """The INSERT on PostgreSQL: one statement whatever the number of rows, each column an array
+    bound in the server in binary. Django binds parameters in the client, escaping each payload
+    into the statement's text in Python, and a VALUES list makes a statement of its own per
+    number of rows, each split by psycopg anew once it outgrows its cache (together a sixth of a
+    batch request's CPU, py-spy). Never prepared: a pooler in transaction mode cannot keep prepared
+    statements. Wrapped as Django wraps its cursors (its errors, its query log). Rows are inserted
+    in the order given (ids in arrival order)."""
     connection.ensure_connection()
     with connection.wrap_database_errors:
         cursor = _server_binding()(connection.connection)
-    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+    wrapped = connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
+    with wrapped:
+        wrapped.execute(_UNNEST, [list(column) for column in zip(*rows, strict=True)])
 
 
 @functools.cache
 def _server_binding():
     from django.db.backends.postgresql.base import ServerBindingCursor  # needs psycopg: PostgreSQL only
 
-    class Unprepared(ServerBindingCursor):
+    class Binary(ServerBindingCursor):
         def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=False, binary=binary)
+            return super().execute(query, params, prepare=False, binary=True)
 
-    return Unprepared
-
-
-def _insert(rows: list[tuple]) -> None:
-    """One plain INSERT of the rows: stored all or none, and the ORM's model machinery would cost
-    as much as the write here."""
-    with _cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES "  # noqa: S608 (a model's own table)
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)),
-            [value for row in rows for value in row],
-        )
+    return Binary
 
 
 def _insert_reconnecting(rows: list[tuple]) -> None:

@@ -44,6 +44,7 @@ from django.db.models.expressions import RawSQL
 
 from cdp.models import Customer, Event
 from timonier import clock
+from timonier.sql import AmongIds, bigint_array
 
 from .conditions import (
     change_reader,
@@ -51,7 +52,6 @@ from .conditions import (
     holds_as_events_grow,
     referenced_segments,
 )
-from .conditions.sql import AmongIds, bigint_array
 from .models import MemberCountDelta, Membership, MembershipChange, Segment
 from .signals import segment_entered, segment_exited, segments_changed
 

@@ -17,6 +17,7 @@ from django.db.models import BooleanField, Count, Exists, Expression, F, OuterRe
 
 from cdp.models import Event
 from segments.models import Membership
+from timonier.sql import AmongIds
 
 from .grammar import DATE_SUFFIX, NEGATIONS, ORDERING_OPERATORS, is_number, name_path, parse_instant, window_start
 from .validation import ensure_valid
@@ -113,39 +114,6 @@ def _compile_event(node: dict, now: datetime, scope: dict) -> Q:
     if COUNT_TESTS[op](0, value):
         return ~Q(pk__in=counts.filter(~satisfies).values("customer_id"))
     return Q(pk__in=counts.filter(satisfies).values("customer_id"))
-
-
-class AmongIds(Expression):
-    """`column` is one of `ids`, with one parameter: `= ANY(array)` on PostgreSQL, which is an index
-    condition and a hashed test whatever the planner estimates (an `IN (SELECT unnest(…))` joined
-    as estimated from stale statistics can compare every event with every id); a JSON array on SQLite."""
-
-    conditional = True
-    output_field = BooleanField()
-
-    def __init__(self, column, ids):
-        super().__init__()
-        self.column, self.ids = column, [int(value) for value in ids]
-
-    def get_source_expressions(self):
-        return [self.column]
-
-    def set_source_expressions(self, exprs):
-        (self.column,) = exprs
-
-    def as_sql(self, compiler, connection):
-        column_sql, column_params = compiler.compile(self.column)
-        if connection.vendor == "postgresql":
-            return f"{column_sql} = ANY(%s::bigint[])", [*column_params, bigint_array(self.ids)]
-        # Only the compiled column is interpolated; the ids are a parameter.
-        sql = f"{column_sql} IN (SELECT value FROM json_each(%s))"  # noqa: S608
-        return sql, [*column_params, json.dumps(self.ids)]
-
-
-def bigint_array(ids: list[int]) -> str:
-    """The text of a PostgreSQL bigint[] of `ids`: psycopg adapts a list of thousands of ints
-    element by element, a cost that showed in every ingest batch."""
-    return "{" + ",".join(str(int(value)) for value in ids) + "}"
 
 
 class JsonMatch(Expression):
