@@ -3,13 +3,13 @@ that commit with it; receivers after a commit only wake work up (a beat sweep is
 
 import logging
 
-from django.db import connection
-from django.db.models import Q
+from django.db.models import F
 from django.dispatch import receiver
 
 from cdp.signals import batch_stored, customer_merged, customers_changed
 from segments.signals import segments_changed
 from timonier import clock
+from timonier.sql import AmongIds
 
 from . import triggers
 from .models import Run, Trigger, Workflow
@@ -53,29 +53,20 @@ def recheck_runs(sender, *, project_id: int, changes: dict, recheck_all=frozense
     if not customer_ids:
         return
     now = clock.now()
-    if connection.vendor == "postgresql":
-        # The ids as one array parameter: a batch touches thousands of customers, and an IN list
-        # of that many placeholders cost a tenth of the worker's CPU (py-spy) with no run to wake.
-        # The partial index workflows_run_watching holds only the waiting runs that watch.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "UPDATE workflows_run SET wake_at = %s WHERE customer_id = ANY(%s) AND project_id = %s "
-                "AND status = 'waiting' AND watches_changes AND NOT held AND wake_at > %s",
-                [now, customer_ids, project_id, now],
-            )
-            woken = cursor.rowcount
-    else:
-        woken = (
-            Run.objects.filter(
-                project_id=project_id,
-                status=Run.Status.WAITING,
-                watches_changes=True,
-                held=False,
-                customer_id__in=customer_ids,
-            )
-            .exclude(Q(wake_at__isnull=True) | Q(wake_at__lte=now))
-            .update(wake_at=now)
+    # The ids as one array parameter (AmongIds): a batch touches thousands of customers, and an IN
+    # list of that many placeholders cost a tenth of the worker's CPU (py-spy) with no run to wake.
+    # The partial index workflows_run_watching holds only the waiting runs that watch.
+    woken = (
+        Run.objects.filter(
+            AmongIds(F("customer_id"), customer_ids),
+            project_id=project_id,
+            status=Run.Status.WAITING,
+            watches_changes=True,
+            held=False,
+            wake_at__gt=now,
         )
+        .update(wake_at=now)
+    )
     converted = triggers.check_goals_after_end(project_id, customer_ids, now=now)
     if woken or converted:
         triggers._wake_executor_on_commit()

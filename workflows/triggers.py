@@ -22,11 +22,11 @@ from django.db.models import Exists, F, OuterRef
 from cdp.models import Customer
 from segments.conditions import matches
 from segments.conditions.evaluation import MISSING, json_equal, lookup
-from segments.conditions.sql import AmongIds
 from segments.membership import changes_committed_through
 from segments.models import Membership, MembershipChange
 from timonier import clock
 from timonier.bulk import bulk_insert, insert_rows
+from timonier.sql import AmongIds
 
 from .definition import first_step, watches_changes
 from .models import Run, Trigger, Workflow, WorkflowVersion
@@ -403,22 +403,14 @@ def check_goals_after_end(project_id: int, customer_ids: list[int], *, now: date
     """Runs that ended but are still inside their goal window convert when the goal now holds."""
     from .evaluation import holds
 
-    window = Run.objects.filter(project_id=project_id, converted_at__isnull=True, goal_until__gte=now).exclude(
-        status__in=Run.IN_PROGRESS
-    )
-    if connection.vendor == "postgresql":
-        # One array parameter for the batch's customers (see receivers.recheck_runs); the partial
-        # index workflows_run_goal_open holds only the runs whose goal is still open.
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT id FROM workflows_run WHERE customer_id = ANY(%s) AND project_id = %s "
-                "AND converted_at IS NULL AND goal_until >= %s LIMIT 1000",
-                [customer_ids, project_id, now],
-            )
-            ids = [row[0] for row in cursor.fetchall()]
-        window = window.filter(pk__in=ids) if ids else window.none()
-    else:
-        window = window.filter(customer_id__in=customer_ids)
+    # One array parameter for the batch's customers (see receivers.recheck_runs); the partial index
+    # workflows_run_goal_open holds only the runs whose goal is still open.
+    window = Run.objects.filter(
+        AmongIds(F("customer_id"), customer_ids),
+        project_id=project_id,
+        converted_at__isnull=True,
+        goal_until__gte=now,
+    ).exclude(status__in=Run.IN_PROGRESS)
     runs = list(window.select_related("version")[:1000])
     if not runs:
         return 0
