@@ -603,6 +603,18 @@ def watch(database_url: str, segment_id: int, prefix: str, count: int, present: 
     return seen
 
 
+def backlog(database_url: str, stop: threading.Event) -> list[int]:
+    """The inbox's waiting commands every 0.25 s until `stop`: whether probes queue behind the load
+    (a backlog that grows: the worker saturated) or wait on the segment work itself."""
+    import psycopg
+
+    counts: list[int] = []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        while not stop.wait(0.25):
+            counts.append(conn.execute("SELECT count(*) FROM cdp_command").fetchone()[0])
+    return counts
+
+
 def part_b(url: str, key: str, port: int, database_url: str, load_rate: float) -> list[dict]:
     from organizations.models import Project
     from segments.models import Segment
@@ -616,6 +628,9 @@ def part_b(url: str, key: str, port: int, database_url: str, load_rate: float) -
     wait_built(Segment.objects.filter(pk__in=[trait.pk, event.pk]))
     wait_idle()
     load = SteadyLoad(port, key, load_rate)
+    sampled, stop_sampling = [], threading.Event()
+    sampler = threading.Thread(target=lambda: sampled.extend(backlog(database_url, stop_sampling)), daemon=True)
+    sampler.start()
     time.sleep(1 if QUICK else 3)
     log(f"B: {PROBES} probes at {PROBE_RATE:g}/s under {load_rate:,.0f} events/s of /v1/batch load")
 
@@ -661,7 +676,14 @@ def part_b(url: str, key: str, port: int, database_url: str, load_rate: float) -
         [(trait.pk, "probe-", False)],
     )
     sent = load.stop()
+    stop_sampling.set()
+    sampler.join(timeout=10)
     achieved = sent["sent"] / sent["elapsed"]
+    waiting = (
+        f"inbox backlog while probing: median {statistics.median(sampled):,.0f}, max {max(sampled):,} commands"
+        if sampled
+        else "inbox backlog not sampled"
+    )
 
     def p95(latencies: dict) -> float:
         # A probe never seen counts as seen at the deadline (a lower bound): the figure is then
@@ -692,7 +714,8 @@ def part_b(url: str, key: str, port: int, database_url: str, load_rate: float) -
             target_text="p95 < 2 s",
             load_cpu=sent["load_cpu"],
             note=f"202 of the API -> membership row visible (polled every 20 ms), {PROBES} probes at "
-            f"{PROBE_RATE:g}/s under {achieved:,.0f} events/s of /v1/batch load (responses {sent['statuses']}); "
+            f"{PROBE_RATE:g}/s under {achieved:,.0f} events/s of /v1/batch load (responses {sent['statuses']}; "
+            f"{waiting}); "
             + "; ".join(
                 [
                     line('identify plan "pro" -> enters', enter_pro),
