@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -283,3 +284,25 @@ def test_the_worker_runs_a_task_sent_through_the_filesystem_broker(embedded):
     )
     # Beat sends this task once an hour only: the row goes because the worker ran the one sent here.
     embedded.wait_until(lambda: embedded.verification_rows(row["id"]) == 0, TASK_TIMEOUT, "the worker")
+
+
+def test_signing_up_on_the_platform_gets_the_verification_email_from_the_worker(embedded):
+    """The guide's first step on `make run`'s own processes: the Sign Up form only stores the
+    request (accounts.SignupRequest); the worker answers it and the email, on the console backend,
+    is printed by the worker."""
+    jar = urllib.request.HTTPCookieProcessor()
+    browser = urllib.request.build_opener(urllib.request.ProxyHandler({}), jar)
+    with browser.open(f"{embedded.platform}/signup", timeout=5) as response:
+        page = response.read().decode()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    fields = {"email": "guide-signup@example.com", "first_name": "Ada", "last_name": "Lovelace"}
+    form = urllib.parse.urlencode({"csrfmiddlewaretoken": token, **fields}).encode()
+    request = urllib.request.Request(f"{embedded.platform}/signup", data=form, headers={"Referer": embedded.platform})
+    with browser.open(request, timeout=10) as response:
+        assert response.status == 200 and response.url.endswith("/signup/sent")
+    embedded.wait_until(
+        lambda: "To: guide-signup@example.com" in embedded.log("worker") and "/verify/" in embedded.log("worker"),
+        TASK_TIMEOUT,
+        "the verification email printed by the worker",
+    )
+    assert embedded.count("accounts_signuprequest", "1 = 1") == 0
