@@ -88,50 +88,52 @@ def commands_enqueue(*, project_id: int, messages: list[dict], received_at: date
 
 def _insert(rows: list[tuple]) -> None:
     """One plain INSERT of the rows: stored all or none, and the ORM's model machinery would cost
-    as much as the write here."""
-    if connection.vendor == "postgresql":
-        _insert_unnest(rows)
-        return
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES "  # noqa: S608 (a model's own table)
-            + ", ".join(["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)),
-            [value for row in rows for value in row],
+    as much as the write here. Rows are inserted in the order given (ids in arrival order)."""
+    postgres = connection.vendor == "postgresql"
+    if postgres and len(rows) > VALUES_MAX_ROWS:
+        sql, params = _UNNEST, [list(column) for column in zip(*rows, strict=True)]
+    else:
+        sql = f"INSERT INTO {Command._meta.db_table} {_COLUMNS} VALUES " + ", ".join(  # noqa: S608 (its own table)
+            ["(%s, %s, %s, %s, %s, %s, 0)"] * len(rows)
         )
+        params = [value for row in rows for value in row]
+    with _server_binding_cursor() if postgres else connection.cursor() as cursor:
+        cursor.execute(sql, params)
 
 
+# On PostgreSQL the parameters are bound in the server: Django binds them in the client, escaping
+# each payload into the statement's text in Python (1.3-1.9x the CPU, measured for 8-400 rows).
+# psycopg caches how it splits a statement of at most 50 parameters; past that it splits each
+# VALUES list anew (a sixth of a batch request's CPU under load, py-spy), so a group of more rows
+# is one statement of arrays instead (binary, `%b`: as text every quote of the JSON is escaped),
+# which is dearer for a few rows (1 row: 50 us as VALUES, 250 as arrays).
+VALUES_MAX_ROWS = 8
 _UNNEST = (
     f"INSERT INTO {Command._meta.db_table} {_COLUMNS} "  # noqa: S608 (a model's own table)
-    "SELECT p, n, c, r, m, l, 0 FROM unnest(%s::bigint[], %s::smallint[], %s::uuid[], %s::timestamptz[], "
-    "%s::integer[], %s::text[]) WITH ORDINALITY AS t(p, n, c, r, m, l, o) ORDER BY o"
+    "SELECT p, n, c, r, m, l, 0 FROM unnest(%b::bigint[], %b::smallint[], %b::uuid[], %b::timestamptz[], "
+    "%b::integer[], %b::text[]) WITH ORDINALITY AS t(p, n, c, r, m, l, o) ORDER BY o"
 )
 
 
-def _insert_unnest(rows: list[tuple]) -> None:
-    """The INSERT on PostgreSQL: one statement whatever the number of rows, each column an array
-    bound in the server in binary. Django binds parameters in the client, escaping each payload
-    into the statement's text in Python, and a VALUES list makes a statement of its own per
-    number of rows, each split by psycopg anew once it outgrows its cache (together a sixth of a
-    batch request's CPU, py-spy). Never prepared: a pooler in transaction mode cannot keep prepared
-    statements. Wrapped as Django wraps its cursors (its errors, its query log). Rows are inserted
-    in the order given (ids in arrival order)."""
+def _server_binding_cursor():
+    """A cursor binding its parameters in the server, never preparing (the statements vary, and a
+    pooler in transaction mode cannot keep prepared statements), wrapped as Django wraps its
+    cursors (its errors, its query log)."""
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        cursor = _server_binding()(connection.connection)
-    wrapped = connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
-    with wrapped:
-        wrapped.execute(_UNNEST, [list(column) for column in zip(*rows, strict=True)])
+        cursor = _unprepared()(connection.connection)
+    return connection.make_debug_cursor(cursor) if connection.queries_logged else connection.make_cursor(cursor)
 
 
 @functools.cache
-def _server_binding():
+def _unprepared():
     from django.db.backends.postgresql.base import ServerBindingCursor  # needs psycopg: PostgreSQL only
 
-    class Binary(ServerBindingCursor):
+    class Unprepared(ServerBindingCursor):
         def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=False, binary=True)
+            return super().execute(query, params, prepare=False, binary=binary)
 
-    return Binary
+    return Unprepared
 
 
 def _insert_reconnecting(rows: list[tuple]) -> None:
