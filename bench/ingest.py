@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
@@ -58,20 +59,40 @@ end
 """
 
 
+def server_pid(url: str) -> int | None:
+    """The gunicorn master serving `url` (found by its --bind in /proc): its tree's CPU per request
+    is the request rows' figure that a machine shared with other work moves least."""
+    bind = f"--bind\0{urlsplit(url).netloc}\0".encode()
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and bind in (proc / "cmdline").read_bytes():
+                parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                if bind not in Path(f"/proc/{parent}/cmdline").read_bytes():
+                    return int(proc.name)
+        except OSError:
+            continue
+    return None
+
+
 def wrk(url: str, script: str, key: str, folder: Path, *, seconds: int = WRK_SECONDS) -> dict:
-    """A closed-loop wrk run: 2xx answers per second, latency percentiles, wrk's CPU share."""
+    """A closed-loop wrk run: 2xx answers per second, latency percentiles, wrk's CPU share, and the
+    server's CPU (its gunicorn processes) per answered request."""
     path = folder / "load.lua"
     path.write_text(script.replace("KEY", key))
     command = ["wrk", "-t2", f"-c{CONNECTIONS}", f"-d{seconds}s", "--latency", "-s", str(path), url]
+    pid = server_pid(url)
+    server_before = table.tree_cpu(pid) if pid else 0.0
     cpu = table.Cpu()
     output = subprocess.run(command, capture_output=True, text=True, check=True, timeout=seconds + 60).stdout
     load_cpu, machine_busy = cpu.shares()
+    server_cpu = table.tree_cpu(pid) - server_before if pid else float("nan")
     non_2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", output)
     errors = int(non_2xx.group(1)) if non_2xx else 0
     requests = int(re.search(r"(\d+) requests in ([\d.]+)(\w+)", output).group(1))
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))
     return {
         "rps": rps * (requests - errors) / requests if requests else 0.0,  # answered 2xx only
+        "server_cpu_ms": 1000 * server_cpu / (requests - errors) if requests > errors else float("nan"),
         "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", output).group(1)),
         "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", output).group(1)),
         "errors": errors,
@@ -116,6 +137,10 @@ def loadgen(url: str, key: str, rate: float) -> dict:
     return result
 
 
+def _server_cpu(live: dict, bare: dict) -> str:
+    return f"server CPU per request live {live['server_cpu_ms']:.2f} ms, bare {bare['server_cpu_ms']:.2f} ms"
+
+
 def _rounds(run: dict) -> str:
     return " / ".join(f"{rps:,.0f}" for rps in run["rounds"])
 
@@ -150,7 +175,8 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
             load_cpu=max(track["load_cpu"], track_bare["load_cpu"]),
             note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
             f"{track['p50']:.1f} ms p99 {track['p99']:.1f} ms, non-2xx {track['errors']}; bare p99 "
-            f"{track_bare['p99']:.1f} ms; runs live {_rounds(track)}, bare {_rounds(track_bare)}",
+            f"{track_bare['p99']:.1f} ms; runs live {_rounds(track)}, bare {_rounds(track_bare)}; "
+            f"{_server_cpu(track, track_bare)}",
         )
     ]  # fmt: skip
 
@@ -181,7 +207,7 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
             target=0.5, load_cpu=max(batch["load_cpu"], batch_bare["load_cpu"]),
             note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
             f"{batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, non-2xx {batch['errors']}; requests/s runs live "
-            f"{_rounds(batch)}, bare {_rounds(batch_bare)}",
+            f"{_rounds(batch)}, bare {_rounds(batch_bare)}; {_server_cpu(batch, batch_bare)}",
         )
     )  # fmt: skip
     return rows, details
