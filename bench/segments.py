@@ -679,11 +679,17 @@ def part_b(url: str, key: str, port: int, database_url: str, load_rate: float) -
     stop_sampling.set()
     sampler.join(timeout=10)
     achieved = sent["sent"] / sent["elapsed"]
-    waiting = (
-        f"inbox backlog while probing: median {statistics.median(sampled):,.0f}, max {max(sampled):,} commands"
-        if sampled
-        else "inbox backlog not sampled"
-    )
+    waiting = "inbox backlog not sampled"
+    if len(sampled) >= 8:
+        # A backlog that ends much larger than it began: the worker did not keep up with the load
+        # (a saturated queue, the probes measured behind it), whatever the segment work costs.
+        quarter = len(sampled) // 4
+        first, last = statistics.median(sampled[:quarter]), statistics.median(sampled[-quarter:])
+        trend = "GROWING: the worker is saturated" if last > 2 * first + 50 else "steady"
+        waiting = (
+            f"inbox backlog while probing: median {statistics.median(sampled):,.0f}, max {max(sampled):,} commands, "
+            f"first quarter {first:,.0f} -> last quarter {last:,.0f} ({trend})"
+        )
 
     def p95(latencies: dict) -> float:
         # A probe never seen counts as seen at the deadline (a lower bound): the figure is then
