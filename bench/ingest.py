@@ -14,17 +14,22 @@ then measures, each against its limit in the same run:
    same rate; met when the live p99 is under 50 ms;
 3. `/v1/batch (100) events/s accepted`: wrk of batches of 100 track calls on each, as row 1;
 
+the platform's Celery worker paused for rows 1-3 (SIGSTOP: in production workers run on other
+machines; on one machine a worker draining alongside takes a core that the bare endpoint keeps),
+its commands drained after; printed beside row 1, one track run with the worker draining alongside;
 and appends bench/store.py's `store_rows(...)` (events/s stored end to end, the worker curve)
 when it exists. Every row carries the load generator's CPU share. Each wrk run lasts 5 s
 (QUICK=1: 2 s, one run each), after one unmeasured second on each server; each rate run BENCH_SECONDS (15;
 QUICK=1: 2 s).
 """
 
+import contextlib
 import importlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -107,15 +112,13 @@ def _ms(value: str) -> float:
     return float(number) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def paired(live: str, bare: str, script: str, key: str, database_url: str, folder: Path) -> tuple[dict, dict]:
+def paired(live: str, bare: str, script: str, key: str, folder: Path) -> tuple[dict, dict]:
     """WRK_ROUNDS wrk runs on each server, alternating (live, bare, live, …), each server's median
     run: the machine is shared, and its load moves within seconds; alternating lets both servers
-    meet the same. The live runs' commands are drained before each bare run, so the bare one does
-    not share the CPUs with the worker."""
+    meet the same."""
     runs: dict[str, list[dict]] = {"live": [], "bare": []}
     for _ in range(WRK_ROUNDS):
         runs["live"].append(wrk(live, script, key, folder))
-        wait_drained(database_url)
         runs["bare"].append(wrk(bare, script, key, folder))
     medians = {}
     for name, found in runs.items():
@@ -157,7 +160,36 @@ def store_rows(**platform) -> list[dict]:
     return store.store_rows(**platform)
 
 
-def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path) -> tuple[list[dict], dict]:
+@contextlib.contextmanager
+def worker_paused(pid: int):
+    """The platform's Celery worker (its whole process tree) stopped (SIGSTOP) for the request rows,
+    continued after. In production the workers run on other machines than the API; on this one,
+    a worker draining during a live run took a core from the API that the bare endpoint, with no
+    inbox to drain, kept (seen as live rates moving with the worker's CPU). The commands wait in
+    the inbox meanwhile (durable) and are drained once it continues."""
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    for each in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(each, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        for each in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(each, signal.SIGCONT)
+
+
+def request_rows(
+    live: str, bare: str, key: str, database_url: str, folder: Path, worker_pid: int
+) -> tuple[list[dict], dict]:
     details: dict = {"wrk_seconds": WRK_SECONDS, "rate_seconds": RATE_SECONDS, "connections": CONNECTIONS}
 
     # A fresh server opens its database connections, spawns its threads and looks the key up
@@ -166,14 +198,34 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
     wrk(live + "/v1/track", TRACK_LUA, key, folder, seconds=WARM_UP_SECONDS)
     wrk(bare + "/v1/track", TRACK_LUA, key, folder, seconds=WARM_UP_SECONDS)
     wait_drained(database_url)
-    log(f"/v1/track: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating")
-    track, track_bare = paired(live + "/v1/track", bare + "/v1/track", TRACK_LUA, key, database_url, folder)
+    with worker_paused(worker_pid):
+        rows = _paused_rows(live, bare, key, folder, details)
+    wait_drained(database_url)
+    # Printed beside: the same track load with the worker draining on the same two cores.
+    log(f"/v1/track: wrk {WRK_SECONDS} s on the live API with the worker draining alongside")
+    alongside = wrk(live + "/v1/track", TRACK_LUA, key, folder)
+    wait_drained(database_url)
+    track_bare = details["track"]["bare"]
+    rows.insert(1, table.row(
+        "  /v1/track requests/s, the worker draining alongside", "req/s", alongside["rps"], track_bare["rps"],
+        target=None, load_cpu=alongside["load_cpu"],
+        note=f"one wrk run, {CONNECTIONS} connections, the worker running on the same cores (limit: the bare "
+        f"median above); live p99 {alongside['p99']:.1f} ms; {_server_cpu(alongside, track_bare)}",
+    ))  # fmt: skip
+    return rows, details
+
+
+def _paused_rows(live: str, bare: str, key: str, folder: Path, details: dict) -> list[dict]:
+    """The three request rows, the worker paused (see worker_paused)."""
+    log(f"/v1/track: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating, "
+        "the worker paused")  # fmt: skip
+    track, track_bare = paired(live + "/v1/track", bare + "/v1/track", TRACK_LUA, key, folder)
     details["track"] = {"live": track, "bare": track_bare}
     rows = [
         table.row(
             "/v1/track requests/s", "req/s", track["rps"], track_bare["rps"], target=0.5,
             load_cpu=max(track["load_cpu"], track_bare["load_cpu"]),
-            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
+            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections, the worker paused: live p50 "
             f"{track['p50']:.1f} ms p99 {track['p99']:.1f} ms, non-2xx {track['errors']}; bare p99 "
             f"{track_bare['p99']:.1f} ms; runs live {_rounds(track)}, bare {_rounds(track_bare)}; "
             f"{_server_cpu(track, track_bare)}",
@@ -183,7 +235,6 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
     rate = max(1.0, track["rps"] / 2)
     log(f"/v1/track at {rate:,.0f} req/s (half the live rate), open loop {RATE_SECONDS} s: live then bare")
     paced = loadgen(live + "/v1/track", key, rate)
-    wait_drained(database_url)
     paced_bare = loadgen(bare + "/v1/track", key, rate)
     details["track_paced"] = {"live": paced, "bare": paced_bare}
     p99 = paced["p99"] if paced["p99"] is not None else float("inf")
@@ -192,25 +243,25 @@ def request_rows(live: str, bare: str, key: str, database_url: str, folder: Path
             "/v1/track p99 at half the saturating rate", "ms", p99, paced_bare["p99"], target=None,
             lower_is_better=True, met=p99 < P99_BOUND_MS, target_text=f"p99 < {P99_BOUND_MS:g} ms",
             load_cpu=max(paced["load_cpu"], paced_bare["load_cpu"]),
-            note=f"{rate:,.0f} req/s open loop, {LOADGEN_CONNECTIONS} connections: live p50 {paced['p50'] or 0:.1f} ms, "
+            note=f"{rate:,.0f} req/s open loop, {LOADGEN_CONNECTIONS} connections, the worker paused: live p50 {paced['p50'] or 0:.1f} ms, "
             f"{paced['ok']:,}/{paced['sent']:,} 2xx; bare p50 {paced_bare['p50'] or 0:.1f} ms; "
             f"generator send lag p99 {paced['send_lag_p99']:.1f} ms",
         )
     )  # fmt: skip
 
     log(f"/v1/batch of 100: wrk {WRK_ROUNDS} x {WRK_SECONDS} s on each, {CONNECTIONS} connections, alternating")
-    batch, batch_bare = paired(live + "/v1/batch", bare + "/v1/batch", purchases_lua(key), key, database_url, folder)
+    batch, batch_bare = paired(live + "/v1/batch", bare + "/v1/batch", purchases_lua(key), key, folder)
     details["batch"] = {"live": batch, "bare": batch_bare}
     rows.append(
         table.row(
             "/v1/batch (100) events/s accepted", "events/s", batch["rps"] * 100, batch_bare["rps"] * 100,
             target=0.5, load_cpu=max(batch["load_cpu"], batch_bare["load_cpu"]),
-            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections: live p50 "
-            f"{batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, non-2xx {batch['errors']}; requests/s runs live "
+            note=f"median of {WRK_ROUNDS} alternating wrk runs, {CONNECTIONS} connections, the worker paused: "
+            f"live p50 {batch['p50']:.1f} ms p99 {batch['p99']:.1f} ms, non-2xx {batch['errors']}; requests/s runs live "
             f"{_rounds(batch)}, bare {_rounds(batch_bare)}; {_server_cpu(batch, batch_bare)}",
         )
     )  # fmt: skip
-    return rows, details
+    return rows
 
 
 def main() -> int:
@@ -234,7 +285,7 @@ def main() -> int:
         subprocess.run([sys.executable, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True)
         url, key = start_platform(env, api_port, processes)
         bare = start_bare(env, bare_port, bare_processes)
-        rows, details = request_rows(url, bare, key, postgres.url, folder)
+        rows, details = request_rows(url, bare, key, postgres.url, folder, worker_pid=processes[-1].pid)
         stop_processes(bare_processes)
         wait_drained(postgres.url)
         rows += store_rows(env=env, url=url, key=key, database_url=postgres.url, folder=folder, processes=processes)
