@@ -200,8 +200,8 @@ def request_rows(
     wait_drained(database_url)
     with worker_paused(worker_pid):
         rows = _paused_rows(live, bare, key, folder, details)
-    wait_drained(database_url)
-    # Printed beside: the same track load with the worker draining on the same two cores.
+    # Printed beside: the same track load with the worker draining on the same two cores (what the
+    # paused rows left in the inbox, then this run's own calls).
     log(f"/v1/track: wrk {WRK_SECONDS} s on the live API with the worker draining alongside")
     alongside = wrk(live + "/v1/track", TRACK_LUA, key, folder)
     wait_drained(database_url)

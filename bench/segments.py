@@ -17,7 +17,7 @@ C. Cost of keeping segments live: events/s stored end to end under wrk `/v1/batc
 Prints its rows (bench/table.py) and writes them to bench/results/parts/segments.json for
 bench/report.py. Everything runs on 127.0.0.1 and stops by itself. BENCH_SEGMENTS=abc chooses the
 parts (C runs before B: B's load is half of what C measured with segments); BENCH_SECONDS sets each
-wrk run. QUICK=1: the small A, 3-second wrk runs and 20 probes.
+wrk run. QUICK=1: the small A, 2-second wrk runs and 20 probes.
 """
 
 import collections
@@ -53,8 +53,8 @@ EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000" if QUICK else "10000000"))
 PROBES = int(os.environ.get("BENCH_PROBES", "20" if QUICK else "200"))
 # How long after the last probe a membership may still appear (longer: counted NOT SEEN).
 PROBE_GRACE = 10 if QUICK else 30
-SECONDS = 3 if QUICK and "BENCH_SECONDS" not in os.environ else live.SECONDS
-WARM_UP = 2 if QUICK else 5
+SECONDS = 2 if QUICK and "BENCH_SECONDS" not in os.environ else live.SECONDS
+WARM_UP = 1 if QUICK else 5
 FRESHNESS_BOUND_MS = 2000
 PROBE_RATE = float(os.environ.get("BENCH_PROBE_RATE", "10"))  # probes per second
 
