@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -65,10 +66,12 @@ if sys.argv[1] == "fill":
         ]}
         messages = normalize_batch(batch, received_at=clock.now(), max_items=100)
         inbox.commands_enqueue(project_id=project.pk, messages=messages, received_at=clock.now())
-    # Wake-ups left in the broker by the worker stopped before (for partitions drained meanwhile)
-    # would set the next worker going before the clock starts: the inbox is in the database.
+    # Wake-ups left in the broker (for partitions drained meanwhile) would set the worker going
+    # before the clock starts: the inbox is in the database.
     from timonier.celery import app
     app.control.purge()
+    if len(sys.argv) > 4 and int(sys.argv[4]):  # the curve's next step: more processes in the worker's pool
+        app.control.pool_grow(int(sys.argv[4]), destination=[sys.argv[5]], reply=True, timeout=10)
 else:
     print(time.time(), flush=True)
     process_commands_task.delay(project.pk)  # the whole project: one task per partition
@@ -165,43 +168,75 @@ def worker_curve(env: dict, database_url: str, folder: Path, processes: list) ->
     helper = [sys.executable, "-c", CURVE_HELPER]
     env = {**env, "DJANGO_SETTINGS_MODULE": "timonier.settings"}
     curve = []
-    for count in CURVE_WORKERS:
-        log(f"store: worker curve: {CURVE_EVENTS:,} events queued, then drained by {count} worker process(es)")
-        subprocess.run([*helper, "fill", str(CURVE_EVENTS), "bench"], cwd=ROOT, env=env, check=True)
-        before = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0]
-        worker_log = folder / f"curve-{count}.log"
-        with open(worker_log, "wb") as output:
-            worker = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "timonier", "worker", "-l", "info",
-                 "--concurrency", str(count), "-n", f"curve{count}@%h"],
-                cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=output, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        try:
-            deadline = time.monotonic() + 60
-            while not WORKER_READY.search(worker_log.read_text(errors="replace")):
-                if time.monotonic() > deadline or worker.poll() is not None:
-                    raise SystemExit(f"bench: the curve's worker did not start; see {worker_log}")
-                time.sleep(0.1)
+    # One worker, its pool grown between the steps (Celery's pool_grow: the new processes forked
+    # from the worker, as its first ones were), so the curve does not boot a worker per step. It
+    # boots after the first fill (whose purge empties the broker of the wake-ups the load before
+    # left: consumed, they would start the drain before the clock); later fills find it idle.
+    name = f"curve-{os.getpid()}@{socket.gethostname()}"
+    worker_log = folder / "curve.log"
+    worker = None
+    try:
+        processes_now = CURVE_WORKERS[0]
+        for count in CURVE_WORKERS:
+            log(f"store: worker curve: {CURVE_EVENTS:,} events queued, then drained by {count} worker process(es)")
+            fill = [*helper, "fill", str(CURVE_EVENTS), "bench", str(count - processes_now), name]
+            subprocess.run(fill, cwd=ROOT, env=env, check=True)
+            if worker is None:
+                with open(worker_log, "wb") as output:
+                    worker = subprocess.Popen(
+                        [sys.executable, "-m", "celery", "-A", "timonier", "worker", "-l", "info",
+                         "--concurrency", str(count), "-n", name],
+                        cwd=ROOT, env={**env, "LOG_LEVEL": "WARNING"}, stdout=output, stderr=subprocess.STDOUT,
+                    )  # fmt: skip
+                _wait_for(_log_says_ready(worker_log), worker, worker_log, "start")
+            _wait_for(_pool_of(worker.pid, count), worker, worker_log, f"run {count} processes")
+            processes_now = count
+            before = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0]
             cpu_before, worker_before = _cpu_busy(), tree_cpu(worker.pid)
             woke = subprocess.run([*helper, "wake"], cwd=ROOT, env=env, check=True, capture_output=True, text=True)
             started = float(woke.stdout.split()[0])
             wait_drained(database_url)
             elapsed = time.time() - started
             (busy, total), worker_cpu = _cpu_busy(), tree_cpu(worker.pid) - worker_before
-        finally:
+            stored = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0] - before
+            curve.append(
+                {
+                    "workers": count,
+                    "events_per_s": stored / elapsed,
+                    "machine_cpu": (busy - cpu_before[0]) / max(total - cpu_before[1], 1) * 100,
+                    "worker_cores": worker_cpu / elapsed,
+                    "stored": stored,
+                    "seconds": elapsed,
+                }
+            )
+    finally:
+        if worker is not None:
             _stop(worker)
-        stored = sql(database_url, "SELECT count(*) FROM cdp_event")[0][0] - before
-        curve.append(
-            {
-                "workers": count,
-                "events_per_s": stored / elapsed,
-                "machine_cpu": (busy - cpu_before[0]) / max(total - cpu_before[1], 1) * 100,
-                "worker_cores": worker_cpu / elapsed,
-                "stored": stored,
-                "seconds": elapsed,
-            }
-        )
     return curve
+
+
+def _log_says_ready(worker_log: Path):
+    return lambda: WORKER_READY.search(worker_log.read_text(errors="replace"))
+
+
+def _pool_of(pid: int, count: int):
+    return lambda: len(_children(pid)) == count
+
+
+def _children(pid: int) -> list[int]:
+    """The worker's pool processes (the children of its main process)."""
+    try:
+        return [int(child) for task in Path(f"/proc/{pid}/task").iterdir() for child in (task / "children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _wait_for(condition, worker: subprocess.Popen, worker_log: Path, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline or worker.poll() is not None:
+            raise SystemExit(f"bench: the curve's worker did not {what}; see {worker_log}")
+        time.sleep(0.1)
 
 
 def rows_of(e2e: dict, curve: list[dict]) -> list[dict]:
