@@ -448,6 +448,7 @@ def part_c(url: str, key: str, database_url: str, folder: Path, worker_pid: int)
     log(f"C: /v1/batch load for {SECONDS} s with no segment")
     bare = stored_rate(url, key, "c0-", database_url, folder, worker_pid)
     wait_idle()
+    log(f"C: {bare['stored']:,} events stored in {bare['seconds']:.1f} s; building the {len(LIVE_SEGMENTS)} segments")
     # As autovacuum would after such an insert: the builds below are planned on the loaded tables,
     # not on the statistics of the emptied ones (a build then ran past 120 s once, a plan for empty tables).
     sql(database_url, "ANALYZE cdp_event, cdp_customer")
@@ -455,6 +456,7 @@ def part_c(url: str, key: str, database_url: str, folder: Path, worker_pid: int)
     for name, condition in LIVE_SEGMENTS.items():
         segment_create(project=project, name=name, condition=condition)
     wait_built(Segment.objects.filter(project=project))
+    log("C: the segments built")
     wait_idle()
     log(f"C: /v1/batch load for {SECONDS} s with {len(LIVE_SEGMENTS)} segments")
     live_run = stored_rate(url, key, "c20-", database_url, folder, worker_pid)
