@@ -337,16 +337,21 @@ class Resolution:
 
 def incremented(traits: dict, trait: str, by: int | float) -> dict:
     """The identify traits that add `by` to a (dotted) trait of `traits`; a value that is missing or
-    not a number counts as 0. A dotted trait rewrites its top-level object with the one value
-    changed (an identify merges top-level traits)."""
-    path = trait.split(".")
+    not a number counts as 0."""
     node = traits
-    for part in path:
+    for part in trait.split("."):
         node = node.get(part, _MISSING) if isinstance(node, dict) else _MISSING
     base = node if isinstance(node, (int, float)) and not isinstance(node, bool) else 0
-    value = base + by
+    return trait_change(traits, trait, base + by)
+
+
+def trait_change(traits: dict, trait: str, value, *, unset: bool = False) -> dict:
+    """The identify traits that set (or unset) one (dotted) trait of `traits`. A dotted trait
+    rewrites its top-level object with the one value changed (an identify merges top-level
+    traits); a top-level one is set, or unset as a null."""
+    path = trait.split(".")
     if len(path) == 1:
-        return {trait: value}
+        return {trait: None if unset else value}
     top = traits.get(path[0])
     top = dict(top) if isinstance(top, dict) else {}
     node = top
@@ -354,7 +359,10 @@ def incremented(traits: dict, trait: str, by: int | float) -> dict:
         child = node.get(part)
         node[part] = dict(child) if isinstance(child, dict) else {}
         node = node[part]
-    node[path[-1]] = value
+    if unset:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
     return {path[0]: top}
 
 

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from cdp.models import Customer, Event
+from cdp.resolution import trait_change
 from cdp.services import customer_identify_enqueue, customer_trait_increment_enqueue
 from emails.deliveries import Send, deliver_many
 from emails.models import Delivery, EmailTemplate
@@ -421,23 +422,7 @@ def _update_attribute(batch, run, customer, step, record, entering, definition):
 def attribute_update(current: dict, step: dict) -> dict:
     """The identify traits that apply a set / unset of a (dotted) trait (increments are counted
     where they are applied: `cdp.services.customer_trait_increment_enqueue`)."""
-    path = step["trait"].split(".")
-    value = step["value"] if step["action"] == "set" else None
-    if len(path) == 1:
-        return {path[0]: value}
-    # A dotted trait rewrites its top-level object with the one value changed (identify merges top-level).
-    top = current.get(path[0])
-    top = dict(top) if isinstance(top, dict) else {}
-    node = top
-    for part in path[1:-1]:
-        child = node.get(part)
-        node[part] = dict(child) if isinstance(child, dict) else {}
-        node = node[part]
-    if value is None:
-        node.pop(path[-1], None)
-    else:
-        node[path[-1]] = value
-    return {path[0]: top}
+    return trait_change(current, step["trait"], step.get("value"), unset=step["action"] != "set")
 
 
 def _webhook(batch, run, customer, step, record, entering, definition):
