@@ -1,7 +1,7 @@
 """`make bench` (after bench/ingest.py): what segments cost, on a throwaway PostgreSQL 15 and Redis.
 
 A. Rebuild of an event-count segment (`purchase` at least 3 times within 30 days) over 1,000,000
-   customers and 10,000,000 events (QUICK: 100,000 / 1,000,000) generated in SQL (generate_series)
+   customers and 10,000,000 events (QUICK: 50,000 / 500,000) generated in SQL (generate_series)
    into a project created through the ORM: the first `membership_rebuild` (the code path of
    `manage.py rebuild_segments`: every entry written, with history) against the same write by
    hand in SQL, timed alike; and, printed only, the selection alone and a rebuild with no change.
@@ -48,8 +48,8 @@ from live import CONNECTIONS, bench_env, log, sql, start_platform, wait_drained 
 from table import QUICK, Cpu, row, table, tree_cpu, write_part  # noqa: E402
 
 PARTS = os.environ.get("BENCH_SEGMENTS", "abc").lower()
-CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "100000" if QUICK else "1000000"))
-EVENTS = int(os.environ.get("BENCH_EVENTS", "1000000" if QUICK else "10000000"))
+CUSTOMERS = int(os.environ.get("BENCH_CUSTOMERS", "50000" if QUICK else "1000000"))
+EVENTS = int(os.environ.get("BENCH_EVENTS", "500000" if QUICK else "10000000"))
 PROBES = int(os.environ.get("BENCH_PROBES", "20" if QUICK else "200"))
 # How long after the last probe a membership may still appear (longer: counted NOT SEEN).
 PROBE_GRACE = 10 if QUICK else 30
@@ -302,7 +302,7 @@ def part_a(database_url: str) -> list[dict]:
     assert written == hand_rows, (written, hand_rows)
 
     data = (
-        f"{CUSTOMERS:,} customers / {EVENTS:,} events{' (QUICK: a tenth)' if QUICK else ''}; purchase >= 3 times within 30 days, {hand_rows:,} members; data generated in {customers_s:.1f} s + "
+        f"{CUSTOMERS:,} customers / {EVENTS:,} events{' (QUICK: a twentieth)' if QUICK else ''}; purchase >= 3 times within 30 days, {hand_rows:,} members; data generated in {customers_s:.1f} s + "
         f"{events_s:.1f} s incl. VACUUM ANALYZE; no load generator (SQL from this process)"
     )
     return [
