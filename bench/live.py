@@ -1,6 +1,8 @@
 """What both benchmarks share: their settings, SQL on the bench database, the live API and worker."""
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -197,14 +199,39 @@ def start_beat(env: dict, folder: Path, processes: list) -> None:
     )  # fmt: skip
 
 
-def stop_processes(processes: list) -> None:
-    """Terminate what the bench started (SIGTERM, then SIGKILL after 20 s), emptying the list."""
+def tree(pid: int) -> list[int]:
+    """`pid` and its live descendants, parents first (from /proc)."""
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop(0)
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
+def stop_processes(processes: list, *, kill: bool = False) -> None:
+    """Terminate what the bench started (SIGTERM, then SIGKILL after 20 s; kill: SIGKILL at once,
+    when what they are still doing is not measured), emptying the list."""
+    started = time.monotonic()
+    if processes:
+        log(f"stopping {len(processes)} process(es)")
     for process in processes:
-        process.terminate()
+        if kill:
+            for pid in reversed(tree(process.pid)):  # its pool processes too, not left orphaned
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        else:
+            process.terminate()
     for process in processes:
         try:
             process.wait(timeout=20)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+    if processes:
+        log(f"stopped in {time.monotonic() - started:.1f} s")
     processes.clear()

@@ -211,7 +211,9 @@ def worker_curve(env: dict, database_url: str, folder: Path, processes: list) ->
             )
     finally:
         if worker is not None:
+            log("store: worker curve: stopping the worker")
             _stop(worker)
+            log("store: worker curve: stopped")
     return curve
 
 
