@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 PROFILES = Path(__file__).resolve().parent / "results" / "profiles"
-INCLUSIVE, OWN = 45, 25
+INCLUSIVE, OWN = 90, 30
 
 
 def summarise(part: str, process: str, raws: list[Path]) -> Path:
