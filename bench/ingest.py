@@ -166,16 +166,8 @@ def worker_paused(pid: int):
     continued after. In production the workers run on other machines than the API; on this one,
     a worker draining during a live run took a core from the API that the bare endpoint, with no
     inbox to drain, kept (seen as live rates moving with the worker's CPU). The commands wait in
-    the inbox meanwhile (durable) and are drained once it continues."""
-    pids, pending = [], [pid]
-    while pending:
-        current = pending.pop()
-        pids.append(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:
-            continue
+    the inbox meanwhile (durable); the caller drops them (bench load) before it continues."""
+    pids = table.tree(pid)
     for each in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(each, signal.SIGSTOP)

@@ -9,6 +9,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+from table import tree
+
 ROOT = Path(__file__).resolve().parent.parent
 
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
@@ -197,20 +199,6 @@ def start_beat(env: dict, folder: Path, processes: list) -> None:
             cwd=ROOT, env=env,
         )
     )  # fmt: skip
-
-
-def tree(pid: int) -> list[int]:
-    """`pid` and its live descendants, parents first (from /proc)."""
-    pids, pending = [], [pid]
-    while pending:
-        current = pending.pop(0)
-        pids.append(current)
-        try:
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
-        except OSError:
-            continue
-    return pids
 
 
 def stop_processes(processes: list, *, kill: bool = False) -> None:

@@ -147,17 +147,28 @@ class Cpu:
         return load, machine_busy
 
 
+def tree(pid: int) -> list[int]:
+    """`pid` and its live descendants, parents first (from /proc)."""
+    pids, pending = [], [pid]
+    while pending:
+        current = pending.pop(0)
+        pids.append(current)
+        try:
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending.extend(int(child) for child in (task / "children").read_text().split())
+        except OSError:
+            continue
+    return pids
+
+
 def tree_cpu(pid: int) -> float:
     """CPU seconds used by a live process and its live descendants (utime + stime), from /proc:
     the load generator's share when it is not a waited-for child (wrk while it runs)."""
-    total, pending = 0.0, [pid]
-    while pending:
-        current = pending.pop()
+    total = 0.0
+    for current in tree(pid):
         try:
             stat = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
             total += (float(stat[11]) + float(stat[12])) / os.sysconf("SC_CLK_TCK")
-            for task in Path(f"/proc/{current}/task").iterdir():
-                pending.extend(int(child) for child in (task / "children").read_text().split())
         except (OSError, IndexError):
             continue
     return total
